@@ -1,0 +1,69 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyRequest } from 'fastify'
+import type { ConnectionContext, PortcullisState, Transport } from './types.js'
+import { parseCookieHeader } from './cookies.js'
+
+/**
+ * The transport-neutral context. A class (not an object literal) so every context has one
+ * shape, and so the cookie map and Origin line count are computed only if a stage asks.
+ */
+export class Context implements ConnectionContext {
+  readonly transport: Transport
+  readonly request: FastifyRequest
+  readonly route: string
+  readonly headers: IncomingHttpHeaders
+  readonly offeredProtocols: string | undefined
+  readonly state: PortcullisState
+  #cookies: Map<string, string[]> | undefined
+  #originCount = -1
+
+  constructor (request: FastifyRequest, transport: Transport, route: string, offeredProtocols: string | undefined) {
+    this.transport = transport
+    this.request = request
+    this.route = route
+    this.headers = request.headers
+    this.offeredProtocols = offeredProtocols
+    this.state = {}
+  }
+
+  get origin (): string | undefined {
+    return this.originHeaderCount === 1 ? this.headers.origin : undefined
+  }
+
+  get originHeaderCount (): number {
+    if (this.#originCount === -1) this.#originCount = countHeaderLines(this.request.raw.rawHeaders, 'origin', this.headers.origin)
+    return this.#originCount
+  }
+
+  get host (): string {
+    return this.request.host
+  }
+
+  get scheme (): 'http' | 'https' {
+    return this.request.protocol
+  }
+
+  get ip (): string {
+    return this.request.ip
+  }
+
+  get cookies (): ReadonlyMap<string, readonly string[]> {
+    if (this.#cookies === undefined) this.#cookies = parseCookieHeader(this.headers.cookie)
+    return this.#cookies
+  }
+}
+
+/**
+ * How many header lines named `name` (lowercase) the request carried. Node joins duplicates of
+ * most headers with ", ", so the parsed value alone cannot tell two lines from one list; the raw
+ * header array can.
+ */
+export function countHeaderLines (rawHeaders: string[], name: string, parsed: string | string[] | undefined): number {
+  if (parsed === undefined) return 0
+  let n = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const h = rawHeaders[i]
+    if (h.length === name.length && h.toLowerCase() === name) n++
+  }
+  return n
+}

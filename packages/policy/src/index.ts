@@ -1,0 +1,281 @@
+import type { IncomingMessage } from 'node:http'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyWebsocket from '@fastify/websocket'
+import type { WebSocket, WebSocketServer } from 'ws'
+import type {
+  AuditEvent, ConnectionContext, Decision, Denial, PortcullisOptions, PortcullisPolicy,
+  PortcullisRoutePolicy, PortcullisSocket, ProtectedRoute, RouteDescription, Transport
+} from './types.js'
+import { Pipeline, type CompiledRoute } from './pipeline.js'
+import { ConnectionRegistry } from './connections.js'
+import { Context } from './context.js'
+import { checkHandshake } from './handshake.js'
+import {
+  PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
+  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_UNSUPPORTED_VERSION
+} from './errors.js'
+
+const kRoute = Symbol('portcullis.route')
+const kProtocol = Symbol('portcullis.protocol')
+
+const defaults = Object.freeze({
+  defaults: {} as PortcullisRoutePolicy,
+  denialLogLevel: 'warn' as const,
+  // ws accepts 100 MiB messages by default; a security layer starts small (RFC 6455 §10.4).
+  websocket: Object.freeze({ maxPayload: 1024 * 1024 })
+})
+
+const OWNED_WS_OPTIONS = ['handleProtocols', 'noServer', 'server', 'port', 'host', 'path', 'verifyClient']
+const LOG_LEVELS = ['error', 'warn', 'info', 'debug']
+
+async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): Promise<void> {
+  validateOptions(opts)
+  const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
+  const audit = options.audit
+  const logLevel = options.denialLogLevel
+
+  // Log once, count, audit: every denial and would-be denial of either door passes here.
+  function record (ctx: ConnectionContext, denial: Denial, action: AuditEvent['action'], route: CompiledRoute): void {
+    const origin = ctx.headers.origin === undefined ? undefined : String(ctx.headers.origin).slice(0, 256)
+    ctx.request.log[action === 'deny' ? logLevel : 'info']({
+      portcullis: { action, code: denial.code, stage: denial.stage, route: route.url, transport: ctx.transport, origin }
+    }, action === 'deny' ? 'portcullis: connection denied' : 'portcullis: connection would be denied (report-only)')
+    if (audit !== undefined) {
+      const event: AuditEvent = {
+        time: Date.now(),
+        action,
+        code: denial.code,
+        status: denial.status,
+        stage: denial.stage ?? 'core',
+        reason: denial.reason,
+        route: route.url,
+        transport: ctx.transport,
+        origin,
+        ip: ctx.request.ip,
+        requestId: String(ctx.request.id)
+      }
+      try {
+        audit(event)
+      } catch (err) {
+        ctx.request.log.error({ err }, 'portcullis: audit hook failed')
+      }
+    }
+  }
+
+  const pipeline = new Pipeline(record)
+  const connections = new ConnectionRegistry()
+
+  const policy: PortcullisPolicy = {
+    addStage: (stage) => pipeline.addStage(stage),
+    addTransport: (transport) => pipeline.addTransport(transport),
+    stages: () => pipeline.stages.map(s => s.name),
+    hasStage: (name) => pipeline.stages.some(s => s.name === name),
+    context: (request, transport, route, offered) => new Context(request, transport, route, offered ?? joinProtocols(request)),
+    evaluate: (ctx, route) => pipeline.evaluate(ctx, route as CompiledRoute),
+    route: (url) => pipeline.routes.get(url),
+    attach: (socket, state, log) => connections.attach(socket, state, log),
+    closeSession: (sessionId, code, reason) => connections.closeSession(sessionId, code, reason),
+    connectionsOf: (id) => connections.connectionsOf(id),
+    onConnectionClose: (fn) => connections.onClose(fn),
+    describe: () => [...pipeline.routes.values()].map(describeRoute),
+    describeTable: () => formatTable([...pipeline.routes.values()].map(describeRoute)),
+    stats: () => {
+      const routes: ReturnType<PortcullisPolicy['stats']>['routes'] = {}
+      for (const r of pipeline.routes.values()) {
+        routes[r.url] = { allowed: r.counters.allowed, denied: { ...r.counters.denied }, reported: { ...r.counters.reported } }
+      }
+      return { routes, connections: connections.size }
+    }
+  }
+
+  fastify.decorate('wsPolicy', policy)
+  fastify.decorateRequest('portcullis', null)
+
+  // Before @fastify/websocket registers: its onRoute hook captures the route handler, so ours
+  // must run first to put the attach step (guards, revocation index) in front of the app's handler.
+  fastify.addHook('onRoute', function portcullisOnRoute (this: FastifyInstance, routeOptions: RouteOptions) {
+    const methods = Array.isArray(routeOptions.method) ? routeOptions.method : [routeOptions.method]
+    const isWs = (routeOptions as { websocket?: boolean }).websocket === true
+    const wsPolicy = (routeOptions as { wsPolicy?: unknown }).wsPolicy
+    if (!isWs) {
+      if (wsPolicy !== undefined && !(methods.length === 1 && methods[0] === 'HEAD')) {
+        throw new PORTCULLIS_INVALID_ROUTE_POLICY(routeOptions.url, 'wsPolicy applies only to WebSocket routes ({ websocket: true })')
+      }
+      return
+    }
+    // The HEAD twin Fastify adds for a GET route cannot be upgraded; @fastify/websocket answers 404.
+    if (methods.every(m => m === 'HEAD')) return
+
+    const appHandler = routeOptions.handler as unknown as ProtectedRoute['handler']
+    const route = pipeline.compile(routeOptions.url, wsPolicy, options.defaults, appHandler)
+
+    routeOptions.config = { ...(routeOptions.config as object), [kRoute]: route } as typeof routeOptions.config
+    routeOptions.onRequest = [
+      ...toArray(routeOptions.onRequest),
+      function portcullisUpgradeGuard (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+        guardUpgrade(route, request, reply, done)
+      }
+    ] as RouteOptions['onRequest']
+    routeOptions.handler = function portcullisWebSocketHandler (this: FastifyInstance, socket: WebSocket, request: FastifyRequest) {
+      const decided = request.portcullis
+      if (decided !== null) connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log)
+      return appHandler.call(this, socket as unknown as PortcullisSocket, request)
+    } as unknown as RouteOptions['handler']
+
+    const prefix = (routeOptions as { prefix?: string }).prefix ?? ''
+    const path = prefix.length > 0 && routeOptions.url.startsWith(prefix) ? routeOptions.url.slice(prefix.length) : routeOptions.url
+    for (const [transport, compiled] of route.transports) {
+      transport.route(route, compiled, { instance: this, path })
+    }
+  })
+
+  await fastify.register(fastifyWebsocket, {
+    // the cast bridges @types/ws seen through ESM and CJS resolution (same type, two identities)
+    options: { ...options.websocket, handleProtocols: portcullisHandleProtocols } as never,
+    preClose: function portcullisPreClose (this: FastifyInstance, done: (err?: Error) => void) {
+      connections.closeAll()
+      const server = (this as FastifyInstance & { websocketServer: WebSocketServer }).websocketServer
+      server.close(() => done())
+    }
+  })
+
+  // After @fastify/websocket's onRequest (which sets request.ws): an upgrade that reaches a route
+  // Portcullis does not protect is refused with a 4xx instead of being upgraded and then closed.
+  fastify.addHook('onRequest', function portcullisRefuseStrayUpgrade (request, reply, done) {
+    if (request.ws && !request.is404 && (request.routeOptions.config as unknown as Record<symbol, unknown>)[kRoute] === undefined) {
+      replyDenial(reply, denialOf(new PORTCULLIS_NOT_A_WEBSOCKET_ROUTE()))
+      return
+    }
+    done()
+  })
+
+  // Registration closes at ready: a stage added later would silently not apply to earlier routes.
+  fastify.addHook('onReady', function portcullisLock (done) {
+    pipeline.lock('ready')
+    done()
+  })
+
+  function guardUpgrade (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    // A plain GET to a WebSocket route: @fastify/websocket answers 404, no policy needed.
+    if (!request.ws) return done()
+    const problem = checkHandshake(request.raw)
+    if (problem !== undefined) {
+      const err = problem.status === 426 ? new PORTCULLIS_UNSUPPORTED_VERSION() : new PORTCULLIS_BAD_HANDSHAKE(problem.detail)
+      request.log.info({ portcullis: { code: err.code, route: route.url } }, 'portcullis: malformed handshake')
+      replyDenial(reply, denialOf(err))
+      return
+    }
+    const decision = pipeline.evaluate(new Context(request, 'websocket', route.url, joinProtocols(request)), route)
+    if (isPromise(decision)) {
+      decision.then((d) => settle(d, request, reply, done), (err) => done(err))
+    } else {
+      settle(decision, request, reply, done)
+    }
+  }
+
+  function settle (decision: Decision, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (!decision.allowed) {
+      replyDenial(reply, decision.denial)
+      return
+    }
+    request.portcullis = { transport: 'websocket', state: decision.state }
+    ;(request.raw as IncomingMessage & { [kProtocol]?: string })[kProtocol] = decision.state.protocol
+    done()
+  }
+
+  // ws calls this with the offered set; we answer only what the subprotocol stage chose — a
+  // registered name, never the client's text (RFC 6455 §4.2.2 step 5.5). No stage: no protocol.
+  function portcullisHandleProtocols (_offered: Set<string>, req: IncomingMessage): string | false {
+    return (req as IncomingMessage & { [kProtocol]?: string })[kProtocol] ?? false
+  }
+}
+
+/**
+ * The ONE function that turns a denial into a response, for both doors: the status, a small
+ * JSON body `{ code, message }` and never a 101. A 426 names the version we speak (RFC 6455 §4.4).
+ */
+export function replyDenial (reply: FastifyReply, denial: Denial): FastifyReply {
+  reply.code(denial.status)
+  reply.header('cache-control', 'no-store')
+  reply.header('x-content-type-options', 'nosniff')
+  if (denial.status === 426) reply.header('sec-websocket-version', '13')
+  if (reply.request.ws) reply.header('connection', 'close')
+  return reply.send({ code: denial.code, message: denial.reason })
+}
+
+/** A `@fastify/error` instance as a denial value (stages use this to keep codes in one place). */
+export function denialOf (err: { statusCode?: number, code: string, message: string }): Denial {
+  return { status: err.statusCode ?? 403, code: err.code, reason: err.message }
+}
+
+function joinProtocols (request: FastifyRequest): string | undefined {
+  const h = request.headers['sec-websocket-protocol']
+  return Array.isArray(h) ? h.join(', ') : h
+}
+
+function isPromise<T> (v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as Promise<T>).then === 'function'
+}
+
+function toArray<T> (v: T | T[] | undefined): T[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v]
+}
+
+function validateOptions (opts: PortcullisOptions): void {
+  if (opts.defaults !== undefined && (opts.defaults === null || typeof opts.defaults !== 'object' || Array.isArray(opts.defaults))) {
+    throw new PORTCULLIS_INVALID_OPTION('defaults must be an object of route policy keys')
+  }
+  if (opts.audit !== undefined && typeof opts.audit !== 'function') {
+    throw new PORTCULLIS_INVALID_OPTION('audit must be a function (event) => void')
+  }
+  if (opts.denialLogLevel !== undefined && !LOG_LEVELS.includes(opts.denialLogLevel)) {
+    throw new PORTCULLIS_INVALID_OPTION(`denialLogLevel must be one of ${LOG_LEVELS.join(', ')}`)
+  }
+  if (opts.websocket !== undefined) {
+    if (opts.websocket === null || typeof opts.websocket !== 'object') throw new PORTCULLIS_INVALID_OPTION('websocket must be an object of ws server options')
+    for (const key of OWNED_WS_OPTIONS) {
+      if (key in opts.websocket) throw new PORTCULLIS_INVALID_OPTION(`websocket.${key} is owned by Portcullis and cannot be set`)
+    }
+  }
+}
+
+function describeRoute (route: CompiledRoute): RouteDescription {
+  const stages: Record<string, string> = {}
+  const reportOnly: string[] = []
+  const warnings: string[] = []
+  if (route.originDisabled) {
+    stages.origin = 'DISABLED (wsPolicy.origin: false)'
+    warnings.push('ORIGIN CHECK DISABLED: any web page can open this WebSocket with its visitors\' cookies')
+  }
+  for (const s of route.stages) {
+    stages[s.def.name] = s.def.describe?.(s.compiled) ?? 'on'
+    if (s.reportOnly) reportOnly.push(s.def.name)
+  }
+  return { route: route.url, transports: ['websocket', ...route.endpoints], stages, reportOnly, warnings }
+}
+
+function formatTable (rows: RouteDescription[]): string {
+  const lines: string[][] = [['route', 'transports', 'policy', 'report-only']]
+  for (const r of rows) {
+    const policy = Object.entries(r.stages).map(([k, v]) => `${k}: ${v}`).join('; ')
+    lines.push([r.route, r.transports.join(', '), policy, r.reportOnly.join(', ') || '-'])
+    for (const w of r.warnings) lines.push(['', '', `!! ${w}`, ''])
+  }
+  const widths = lines[0].map((_, i) => Math.max(...lines.map(l => l[i].length)))
+  return lines.map(l => l.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
+}
+
+const plugin = fp(portcullis, {
+  name: '@portcullis/policy',
+  fastify: '5.x'
+})
+
+export default plugin
+export { plugin as portcullis }
+export { CloseCodes, denialCloseCode } from './close-codes.js'
+export { parseCookieHeader } from './cookies.js'
+export { checkHandshake } from './handshake.js'
+export * as errors from './errors.js'
+export type * from './types.js'
+export type { Transport }

@@ -1,0 +1,207 @@
+import type { FastifyRequest } from 'fastify'
+import type {
+  AuditEvent, ConnectionContext, Decision, Denial, PortcullisRoutePolicy, PortcullisState,
+  ProtectedRoute, StageDefinition, StagePhase, StageResult, Transport, TransportDefinition
+} from './types.js'
+import { Context } from './context.js'
+import {
+  PORTCULLIS_DUPLICATE_STAGE, PORTCULLIS_INVALID_ROUTE_POLICY, PORTCULLIS_LATE_REGISTRATION,
+  PORTCULLIS_NO_ORIGIN_STAGE, PORTCULLIS_STAGE_FAILED
+} from './errors.js'
+
+const PHASES: readonly StagePhase[] = ['origin', 'identity', 'subprotocol', 'custom']
+const CORE_KEYS = new Set(['reportOnly', 'origin'])
+
+interface CompiledStage {
+  def: StageDefinition<any, any>
+  compiled: unknown
+  reportOnly: boolean
+}
+
+/** The core's view of a protected route: the public fields plus the compiled stage list. */
+export interface CompiledRoute extends ProtectedRoute {
+  stages: CompiledStage[]
+  originDisabled: boolean
+  transports: Map<TransportDefinition<any, any>, unknown>
+  counters: { allowed: number, denied: Record<string, number>, reported: Record<string, number> }
+}
+
+export type Recorder = (ctx: ConnectionContext, denial: Denial, action: AuditEvent['action'], route: CompiledRoute) => void
+
+/**
+ * The stage registry and the one evaluation function both doors call. Stages are kept sorted by
+ * phase, then registration order, so the evaluation order is fixed and documented.
+ */
+export class Pipeline {
+  readonly stages: StageDefinition<any, any>[] = []
+  readonly transports: TransportDefinition<any, any>[] = []
+  readonly routes = new Map<string, CompiledRoute>()
+  #locked: string | undefined
+  readonly record: Recorder
+
+  constructor (record: Recorder) {
+    this.record = record
+  }
+
+  lock (reason: string): void {
+    this.#locked ??= reason
+  }
+
+  #assertOpen (what: string): void {
+    if (this.#locked !== undefined) throw new PORTCULLIS_LATE_REGISTRATION(what, this.#locked)
+  }
+
+  addStage (stage: StageDefinition<any, any>): void {
+    this.#assertOpen(`stage "${String(stage?.name)}"`)
+    validateStage(stage)
+    if (this.stages.some(s => s.name === stage.name)) throw new PORTCULLIS_DUPLICATE_STAGE(stage.name)
+    if (stage.option !== undefined && (CORE_KEYS.has(stage.option) && stage.phase !== 'origin')) {
+      throw new PORTCULLIS_DUPLICATE_STAGE(`${stage.name} (option "${stage.option}" is reserved)`)
+    }
+    const phase = PHASES.indexOf(stage.phase)
+    let at = this.stages.length
+    while (at > 0 && PHASES.indexOf(this.stages[at - 1].phase) > phase) at--
+    this.stages.splice(at, 0, stage)
+  }
+
+  addTransport (transport: TransportDefinition<any, any>): void {
+    this.#assertOpen(`transport "${String(transport?.name)}"`)
+    this.transports.push(transport)
+  }
+
+  /** Validate and precompile a route's policy (runs in `onRoute`: a mistake fails startup). */
+  compile (url: string, raw: unknown, defaults: PortcullisRoutePolicy, handler: ProtectedRoute['handler']): CompiledRoute {
+    if (raw !== undefined && (raw === null || typeof raw !== 'object' || Array.isArray(raw))) {
+      throw new PORTCULLIS_INVALID_ROUTE_POLICY(url, 'wsPolicy must be an object')
+    }
+    const known = new Set(CORE_KEYS)
+    for (const s of this.stages) if (s.option !== undefined) known.add(s.option)
+    for (const t of this.transports) if (t.option !== undefined) known.add(t.option)
+    for (const key of Object.keys(raw ?? {})) {
+      if (!known.has(key)) {
+        throw new PORTCULLIS_INVALID_ROUTE_POLICY(url, `unknown key "${key}" (known: ${[...known].join(', ')}); is the plugin that owns it registered before the route?`)
+      }
+    }
+    const policy: PortcullisRoutePolicy = { ...defaults, ...(raw as PortcullisRoutePolicy | undefined) }
+
+    const reportOnly = policy.reportOnly ?? false
+    const stageNames = new Set(this.stages.map(s => s.name))
+    if (typeof reportOnly !== 'boolean') {
+      if (!Array.isArray(reportOnly) || reportOnly.some(n => typeof n !== 'string' || !stageNames.has(n))) {
+        throw new PORTCULLIS_INVALID_ROUTE_POLICY(url, `reportOnly must be a boolean or a list of stage names (${[...stageNames].join(', ') || 'none registered'})`)
+      }
+    }
+
+    const originDisabled = policy.origin === false
+    if (!originDisabled && !this.stages.some(s => s.phase === 'origin')) throw new PORTCULLIS_NO_ORIGIN_STAGE(url)
+
+    const info = { url, policy }
+    const stages: CompiledStage[] = []
+    for (const def of this.stages) {
+      if (originDisabled && def.phase === 'origin') continue
+      let compiled: unknown
+      try {
+        compiled = def.compile === undefined ? undefined : def.compile(def.option === undefined ? undefined : (policy as Record<string, unknown>)[def.option], info)
+      } catch (err) {
+        throw new PORTCULLIS_INVALID_ROUTE_POLICY(url, `${def.option ?? def.name}: ${(err as Error).message}`)
+      }
+      const ro = def.reportOnly === true || reportOnly === true || (Array.isArray(reportOnly) && reportOnly.includes(def.name))
+      stages.push({ def, compiled, reportOnly: ro })
+    }
+    const transports = new Map<TransportDefinition<any, any>, unknown>()
+    for (const t of this.transports) {
+      try {
+        transports.set(t, t.compile === undefined ? undefined : t.compile(t.option === undefined ? undefined : (policy as Record<string, unknown>)[t.option], info))
+      } catch (err) {
+        throw new PORTCULLIS_INVALID_ROUTE_POLICY(url, `${t.option ?? t.name}: ${(err as Error).message}`)
+      }
+    }
+
+    const route: CompiledRoute = {
+      url,
+      handler,
+      policy,
+      endpoints: [],
+      stages,
+      originDisabled,
+      transports,
+      counters: { allowed: 0, denied: {}, reported: {} },
+      evaluate: (request: FastifyRequest, transport: Transport, offered?: string) =>
+        this.evaluate(new Context(request, transport, url, offered), route)
+    }
+    this.routes.set(url, route)
+    return route
+  }
+
+  /**
+   * Run the stages in order. Synchronous while every stage answers synchronously (the common
+   * case: origin and a cached session), so the handshake pays no promise allocation; the first
+   * stage that returns a promise switches the rest of the run to async.
+   * A stage that throws fails closed with a 500 and a stable code; its message is logged, not sent.
+   */
+  evaluate (ctx: ConnectionContext, route: CompiledRoute): Decision | Promise<Decision> {
+    return this.#run(ctx, route, 0, [])
+  }
+
+  #run (ctx: ConnectionContext, route: CompiledRoute, from: number, reported: Denial[]): Decision | Promise<Decision> {
+    const stages = route.stages
+    for (let i = from; i < stages.length; i++) {
+      const entry = stages[i]
+      let result: StageResult | Promise<StageResult>
+      try {
+        result = entry.def.evaluate(ctx, entry.compiled)
+      } catch (err) {
+        return this.#failed(ctx, route, entry, err, reported)
+      }
+      if (result !== undefined && typeof (result as Promise<StageResult>).then === 'function') {
+        return (result as Promise<StageResult>).then(
+          (r) => {
+            const denied = this.#settle(ctx, route, entry, r, reported)
+            return denied ?? this.#run(ctx, route, i + 1, reported)
+          },
+          (err) => this.#failed(ctx, route, entry, err, reported)
+        )
+      }
+      const denied = this.#settle(ctx, route, entry, result as StageResult, reported)
+      if (denied !== undefined) return denied
+    }
+    route.counters.allowed++
+    return { allowed: true, state: ctx.state, reported }
+  }
+
+  #settle (ctx: ConnectionContext, route: CompiledRoute, entry: CompiledStage, result: StageResult, reported: Denial[]): Decision | undefined {
+    if (result === undefined) return undefined
+    const denial: Denial = { status: result.status, code: result.code, reason: result.reason, stage: entry.def.name }
+    if (entry.reportOnly) {
+      reported.push(denial)
+      route.counters.reported[denial.code] = (route.counters.reported[denial.code] ?? 0) + 1
+      this.record(ctx, denial, 'report', route)
+      return undefined
+    }
+    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
+    this.record(ctx, denial, 'deny', route)
+    return { allowed: false, denial, state: ctx.state, reported }
+  }
+
+  #failed (ctx: ConnectionContext, route: CompiledRoute, entry: CompiledStage, err: unknown, reported: Denial[]): Decision {
+    ctx.request.log.error({ err, portcullis: { stage: entry.def.name, route: route.url } }, 'portcullis: stage failed')
+    const e = new PORTCULLIS_STAGE_FAILED()
+    // a failing stage never lets a request through, even in report-only mode: fail closed
+    const denial: Denial = { status: e.statusCode ?? 500, code: e.code, reason: e.message, stage: entry.def.name }
+    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
+    this.record(ctx, denial, 'deny', route)
+    return { allowed: false, denial, state: ctx.state, reported }
+  }
+}
+
+function validateStage (stage: StageDefinition<any, any>): void {
+  const bad = (why: string): never => { throw new TypeError(`Invalid Portcullis stage: ${why}`) }
+  if (stage === null || typeof stage !== 'object') bad('a stage must be an object')
+  if (typeof stage.name !== 'string' || stage.name.length === 0) bad('name must be a non-empty string')
+  if (!PHASES.includes(stage.phase)) bad(`phase must be one of ${PHASES.join(', ')}`)
+  if (typeof stage.evaluate !== 'function') bad('evaluate must be a function')
+  if (stage.compile !== undefined && typeof stage.compile !== 'function') bad('compile must be a function')
+  if (stage.option !== undefined && (typeof stage.option !== 'string' || stage.option.length === 0)) bad('option must be a non-empty string')
+}
+
+export type { PortcullisState }

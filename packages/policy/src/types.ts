@@ -1,0 +1,305 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { EventEmitter } from 'node:events'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerBase, RawServerDefault } from 'fastify'
+import type { ServerOptions } from 'ws'
+
+/** Which door a connection attempt came through. Stages must not care. */
+export type Transport = 'websocket' | 'long-poll'
+
+/**
+ * The phases of the pipeline, run in this fixed order. Within a phase, stages run in the order
+ * they were registered. `origin` runs first because it is the cheapest check and the one that
+ * stops Cross-Site WebSocket Hijacking before any session is looked up.
+ */
+export type StagePhase = 'origin' | 'identity' | 'subprotocol' | 'custom'
+
+/**
+ * A transport-neutral view of one connection attempt: a WebSocket upgrade or one HTTP request of
+ * the long-poll fallback (open, poll, send, close). Built once per request by the core.
+ */
+export interface ConnectionContext {
+  readonly transport: Transport
+  /** The Fastify request (read-only use: stages must not reply). */
+  readonly request: FastifyRequest
+  /** The route URL pattern of the WebSocket route, e.g. `/chat` (the fallback reports its twin's). */
+  readonly route: string
+  /** The `Origin` header when exactly one line was sent, else `undefined`. */
+  readonly origin: string | undefined
+  /** How many `Origin` header lines the request carried (0 = missing; >1 is always denied by the origin stage). */
+  readonly originHeaderCount: number
+  /** `request.host` — honours Fastify's `trustProxy` (forwarded headers only when trusted). */
+  readonly host: string
+  /** `request.protocol` — `https` on a TLS server or a trusted `X-Forwarded-Proto`. */
+  readonly scheme: 'http' | 'https'
+  readonly headers: IncomingHttpHeaders
+  readonly ip: string
+  /**
+   * The offered subprotocols as one string (several `Sec-WebSocket-Protocol` lines joined with
+   * `, `), or `undefined` when none were offered. The fallback fills it from its open request.
+   */
+  readonly offeredProtocols: string | undefined
+  /**
+   * Cookies parsed from the `Cookie` header, every value kept per name (so a stage can see two
+   * cookies with one name — cookie tossing). Parsed lazily on first access; values raw (not decoded).
+   */
+  readonly cookies: ReadonlyMap<string, readonly string[]>
+  /** What stages attach for later stages and for the handler. Extend by declaration merging. */
+  readonly state: PortcullisState
+}
+
+/** The identity a stage resolved (cookie session, HTTP authentication, ...). */
+export interface PortcullisIdentity {
+  /** A stable user id, for per-identity limits and logs. */
+  id: string
+  /** The session the identity came from, when any: `revoke(sessionId)` closes its connections. */
+  sessionId?: string
+  /** Epoch milliseconds after which the session is no longer valid; live connections close then. */
+  expiresAt?: number
+  /** Anything the app's loader returned. */
+  data?: unknown
+}
+
+/**
+ * Per-connection state written by stages. Plugins add their keys with declaration merging:
+ * `declare module '@portcullis/policy' { interface PortcullisState { ... } }`.
+ */
+export interface PortcullisState {
+  identity?: PortcullisIdentity
+  /** The negotiated subprotocol (a registered name, never client text). */
+  protocol?: string
+  /** Per-connection message guards, created when the connection opens (both doors). */
+  guards?: ConnectionGuardFactory[]
+}
+
+/** A policy denial: a value, not an exception. */
+export interface Denial {
+  /** HTTP status the WebSocket upgrade and the fallback both answer with (401, 403, 400, 429...). */
+  status: number
+  /** Stable machine code, e.g. `PORTCULLIS_ORIGIN_NOT_ALLOWED`. Part of the public API. */
+  code: string
+  /** Human text. Never echoes a secret (cookie, token, fallback id). */
+  reason: string
+  /** The stage that denied (filled in by the core). */
+  stage?: string
+}
+
+export type Decision =
+  | { allowed: true, state: PortcullisState, reported: Denial[] }
+  | { allowed: false, denial: Denial, state: PortcullisState, reported: Denial[] }
+
+/** What the stage's `compile` receives besides the route's value. */
+export interface RouteInfo {
+  /** Route URL pattern, e.g. `/chat`. */
+  url: string
+  /** The whole merged route policy (defaults + route), for stages that read a sibling key. */
+  policy: Readonly<PortcullisRoutePolicy>
+}
+
+export type StageResult = Denial | undefined | void
+
+/**
+ * A stage of the pipeline. Registered by a plugin with `fastify.wsPolicy.addStage()` before any
+ * route. `compile` runs once per route at registration (validate, precompile, throw to fail
+ * startup); `evaluate` runs per connection attempt on both doors with the compiled value.
+ */
+export interface StageDefinition<TOption = unknown, TCompiled = unknown> {
+  /** Unique stage name, used in report-only lists, logs and `describe()`. */
+  name: string
+  phase: StagePhase
+  /**
+   * The key this stage owns in the route policy (`wsPolicy: { [option]: ... }`). Omit for a
+   * stage without route options.
+   */
+  option?: string
+  /** Validate and precompile the route's value (already merged over app defaults). Throw to fail startup. */
+  compile?: (value: TOption | undefined, route: RouteInfo) => TCompiled
+  /** Decide. Return a denial, or nothing to allow. May be async (keep the sync path sync for speed). */
+  evaluate: (ctx: ConnectionContext, compiled: TCompiled) => StageResult | Promise<StageResult>
+  /** One short line for `describe()`, e.g. `allow https://app.example.com (+2)`. */
+  describe?: (compiled: TCompiled) => string
+  /** Report-only for every route: log what would be denied, let it through. */
+  reportOnly?: boolean
+}
+
+/**
+ * Per-route policy, declared in route options as `wsPolicy`. The core owns `reportOnly`; each
+ * stage plugin adds its own key by declaration merging, so a typo fails to compile.
+ */
+export interface PortcullisRoutePolicy {
+  /**
+   * Report-only for this route: `true` for every stage, or a list of stage names.
+   * Denials are logged and audited with `reportOnly: true`, and the request goes through.
+   */
+  reportOnly?: boolean | string[]
+  /**
+   * `false` opts this route out of origin checking explicitly (shown loudly by `describe()`).
+   * Any other value belongs to the origin stage (see `@portcullis/origin-guard`).
+   */
+  origin?: false
+}
+
+/** One audit record: a denial or a report-only would-be denial. Never holds a secret. */
+export interface AuditEvent {
+  time: number
+  action: 'deny' | 'report'
+  code: string
+  status: number
+  stage: string
+  reason: string
+  route: string
+  transport: Transport
+  /** The request's Origin (truncated to 256 characters), or undefined. */
+  origin: string | undefined
+  ip: string
+  requestId: string
+}
+
+/** Per-connection message guard (size, rate, protocol inspection). Same on both doors. */
+export interface ConnectionGuard {
+  /**
+   * Called for every inbound message before any handler listener sees it. Return a violation to
+   * drop the message and close the connection with its code and reason.
+   */
+  message: (data: Buffer | string, isBinary: boolean) => Violation | undefined
+  /** Called once when the connection closes. */
+  close?: () => void
+}
+
+export type ConnectionGuardFactory = (info: { state: PortcullisState, socket: PortcullisSocket, log: FastifyBaseLogger }) => ConnectionGuard
+
+export interface Violation {
+  /** WebSocket close code (RFC 6455 §7.4): 1008, 1009, 1003, or a Portcullis 4xxx code. */
+  code: number
+  /** Stable close reason (≤ 123 bytes, RFC 6455 §5.5). */
+  reason: string
+}
+
+/**
+ * The part of `ws`'s `WebSocket` API that handlers use, offered by both doors. A handler typed
+ * with this socket compiles for the WebSocket route and its long-poll twin.
+ */
+export interface PortcullisSocket extends EventEmitter {
+  readonly readyState: 0 | 1 | 2 | 3
+  readonly protocol: string
+  readonly bufferedAmount: number
+  send: (data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void) => void
+  close: (code?: number, reason?: string | Buffer) => void
+  terminate: () => void
+}
+
+/**
+ * A transport (the long-poll fallback) is told about each protected WebSocket route as it is
+ * registered, and registers its own endpoints for it on the same Fastify instance.
+ */
+export interface TransportDefinition<TOption = unknown, TCompiled = unknown> {
+  name: string
+  /** The key this transport owns in the route policy (e.g. `fallback`). */
+  option?: string
+  /** Validate and precompile the route's value. Throw to fail startup. */
+  compile?: (value: TOption | undefined, route: RouteInfo) => TCompiled
+  /**
+   * Called from the core's `onRoute` for each protected route. `instance` is the encapsulated
+   * instance the route was declared on; `path` is the route URL without that instance's prefix
+   * (what `instance.route()` expects).
+   */
+  route: (route: ProtectedRoute, compiled: TCompiled, where: { instance: FastifyInstance, path: string }) => void
+}
+
+/** A compiled WebSocket route, as the core keeps it. */
+export interface ProtectedRoute {
+  url: string
+  /** The route's handler as the app wrote it (the fallback calls it with its own socket). */
+  handler: (socket: PortcullisSocket, request: FastifyRequest) => unknown
+  /** The merged route policy. */
+  policy: Readonly<PortcullisRoutePolicy>
+  /** Extra rows for `describe()` (e.g. fallback endpoints). */
+  endpoints: string[]
+  /** Set by the core: run the full pipeline for a request through this route. */
+  evaluate: (request: FastifyRequest, transport: Transport, offeredProtocols?: string) => Decision | Promise<Decision>
+}
+
+export interface PortcullisOptions {
+  /** App-wide route policy defaults, merged key by key under each route's `wsPolicy`. Default `{}`. */
+  defaults?: PortcullisRoutePolicy
+  /** Audit sink, called for every denial and report-only would-be denial. Default: none (denials are still logged). */
+  audit?: (event: AuditEvent) => void
+  /**
+   * Options for the `ws` server that `@fastify/websocket` creates (the core registers it).
+   * Default `maxPayload` is 1 MiB (ws's own default is 100 MiB). `handleProtocols` and `noServer`
+   * are owned by Portcullis and refused here.
+   */
+  websocket?: Omit<ServerOptions, 'handleProtocols' | 'noServer' | 'server' | 'port' | 'host' | 'path' | 'verifyClient'>
+  /** Log level for denials. Default `'warn'`. */
+  denialLogLevel?: 'error' | 'warn' | 'info' | 'debug'
+}
+
+export interface RouteDescription {
+  route: string
+  transports: string[]
+  stages: Record<string, string>
+  reportOnly: string[]
+  warnings: string[]
+}
+
+export interface PortcullisStats {
+  /** Per route: allowed count and denials per code. */
+  routes: Record<string, { allowed: number, denied: Record<string, number>, reported: Record<string, number> }>
+  /** Live connections across both doors. */
+  connections: number
+}
+
+/** The one shared policy object: `fastify.wsPolicy`. */
+export interface PortcullisPolicy {
+  /** Add a stage. Only before routes are registered and before `ready`. */
+  addStage: <TOption, TCompiled>(stage: StageDefinition<TOption, TCompiled>) => void
+  /** Add a transport (the long-poll fallback). Only before routes are registered. */
+  addTransport: <TOption, TCompiled>(transport: TransportDefinition<TOption, TCompiled>) => void
+  /** Names of registered stages, in evaluation order. */
+  stages: () => string[]
+  hasStage: (name: string) => boolean
+  /** Build the transport-neutral context for a request (both doors use this). */
+  context: (request: FastifyRequest, transport: Transport, route: string, offeredProtocols?: string) => ConnectionContext
+  /** Run the pipeline on a context with a route's compiled policy. */
+  evaluate: (ctx: ConnectionContext, route: ProtectedRoute) => Decision | Promise<Decision>
+  /** The protected route at `url`, if any. */
+  route: (url: string) => ProtectedRoute | undefined
+  /**
+   * Track a live connection (either door): installs its message guards, indexes it by session
+   * and identity, and closes it on `closeSession`. Returns a function that untracks it.
+   */
+  attach: (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger) => void
+  /** Close every live connection of a session, on both doors. Returns how many were closed. */
+  closeSession: (sessionId: string, code: number, reason: string) => number
+  /** Number of live connections of an identity (for per-identity limits). */
+  connectionsOf: (identityId: string) => number
+  /** Called when any tracked connection closes (both doors). */
+  onConnectionClose: (fn: (state: PortcullisState) => void) => void
+  /** The effective policy of every protected route. */
+  describe: () => RouteDescription[]
+  /** `describe()` as an aligned text table, for printing at startup. */
+  describeTable: () => string
+  stats: () => PortcullisStats
+}
+
+export interface PortcullisRequestState {
+  transport: Transport
+  state: PortcullisState
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The one shared Portcullis policy object. */
+    wsPolicy: PortcullisPolicy
+  }
+  interface FastifyRequest {
+    /** The allowed decision for a Portcullis-protected route (identity, protocol), else `null`. */
+    portcullis: PortcullisRequestState | null
+  }
+  interface RouteShorthandOptions<
+    // eslint-disable-next-line @typescript-eslint/no-unused-vars
+    RawServer extends RawServerBase = RawServerDefault
+  > {
+    /** Portcullis policy for this WebSocket route, merged over the app defaults. */
+    wsPolicy?: PortcullisRoutePolicy
+  }
+}
