@@ -16,7 +16,14 @@ import {
   PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_UNSUPPORTED_VERSION
 } from './errors.js'
 
-const kRoute = Symbol('portcullis.route')
+/**
+ * Route-config key under which a Portcullis route (the WebSocket route, and every endpoint a
+ * transport registers for it) carries its `ProtectedRoute`. `Symbol.for` so that plugins loaded
+ * from ESM and CJS builds agree. Stage plugins read it, e.g. to answer CORS for fallback endpoints.
+ */
+export const kProtectedRoute = Symbol.for('portcullis.protected-route')
+const kRoute = kProtectedRoute
+const kUpgradable = Symbol('portcullis.upgradable')
 const kProtocol = Symbol('portcullis.protocol')
 
 const defaults = Object.freeze({
@@ -110,7 +117,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     const appHandler = routeOptions.handler as unknown as ProtectedRoute['handler']
     const route = pipeline.compile(routeOptions.url, wsPolicy, options.defaults, appHandler)
 
-    routeOptions.config = { ...(routeOptions.config as object), [kRoute]: route } as typeof routeOptions.config
+    routeOptions.config = { ...(routeOptions.config as object), [kRoute]: route, [kUpgradable]: true } as typeof routeOptions.config
     routeOptions.onRequest = [
       ...toArray(routeOptions.onRequest),
       function portcullisUpgradeGuard (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
@@ -143,7 +150,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   // After @fastify/websocket's onRequest (which sets request.ws): an upgrade that reaches a route
   // Portcullis does not protect is refused with a 4xx instead of being upgraded and then closed.
   fastify.addHook('onRequest', function portcullisRefuseStrayUpgrade (request, reply, done) {
-    if (request.ws && !request.is404 && (request.routeOptions.config as unknown as Record<symbol, unknown>)[kRoute] === undefined) {
+    if (request.ws && !request.is404 && !isWebSocketRoute(request)) {
       replyDenial(reply, denialOf(new PORTCULLIS_NOT_A_WEBSOCKET_ROUTE()))
       return
     }
@@ -207,6 +214,15 @@ export function replyDenial (reply: FastifyReply, denial: Denial): FastifyReply 
 /** A `@fastify/error` instance as a denial value (stages use this to keep codes in one place). */
 export function denialOf (err: { statusCode?: number, code: string, message: string }): Denial {
   return { status: err.statusCode ?? 403, code: err.code, reason: err.message }
+}
+
+/** The ProtectedRoute of the request's route (the WebSocket route or a transport endpoint of it). */
+export function protectedRouteOf (request: FastifyRequest): ProtectedRoute | undefined {
+  return (request.routeOptions.config as unknown as Record<symbol, ProtectedRoute | undefined>)[kRoute]
+}
+
+function isWebSocketRoute (request: FastifyRequest): boolean {
+  return (request.routeOptions.config as unknown as Record<symbol, unknown>)[kUpgradable] === true
 }
 
 function joinProtocols (request: FastifyRequest): string | undefined {

@@ -122,6 +122,7 @@ export class Pipeline {
       handler,
       policy,
       endpoints: [],
+      compiled: (name: string) => stages.find(s => s.def.name === name)?.compiled,
       stages,
       originDisabled,
       transports,

@@ -214,6 +214,8 @@ export interface ProtectedRoute {
   policy: Readonly<PortcullisRoutePolicy>
   /** Extra rows for `describe()` (e.g. fallback endpoints). */
   endpoints: string[]
+  /** The compiled value of a stage for this route (what its `compile` returned), or undefined. */
+  compiled: (stageName: string) => unknown
   /** Set by the core: run the full pipeline for a request through this route. */
   evaluate: (request: FastifyRequest, transport: Transport, offeredProtocols?: string) => Decision | Promise<Decision>
 }
