@@ -133,10 +133,17 @@ export interface PortcullisRoutePolicy {
   reportOnly?: boolean | string[]
   /**
    * `false` opts this route out of origin checking explicitly (shown loudly by `describe()`).
-   * Any other value belongs to the origin stage (see `@portcullis/origin-guard`).
+   * An object configures the origin stage (see `@portcullis/origin-guard`).
    */
-  origin?: false
+  origin?: false | PortcullisOriginPolicy
 }
+
+/**
+ * The origin stage's route options. Empty here; `@portcullis/origin-guard` adds its keys by
+ * declaration merging, so the core can own the `origin: false` opt-out without knowing them.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface PortcullisOriginPolicy {}
 
 /** One audit record: a denial or a report-only would-be denial. Never holds a secret. */
 export interface AuditEvent {
