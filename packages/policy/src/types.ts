@@ -142,7 +142,6 @@ export interface PortcullisRoutePolicy {
  * The origin stage's route options. Empty here; `@portcullis/origin-guard` adds its keys by
  * declaration merging, so the core can own the `origin: false` opt-out without knowing them.
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface PortcullisOriginPolicy {}
 
 /** One audit record: a denial or a report-only would-be denial. Never holds a secret. */
