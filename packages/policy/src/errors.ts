@@ -10,7 +10,7 @@ export const PORTCULLIS_NO_ORIGIN_STAGE = createError(
 )
 export const PORTCULLIS_LATE_REGISTRATION = createError(
   'PORTCULLIS_LATE_REGISTRATION',
-  '%s was added after route %s was registered: register every Portcullis plugin before your routes',
+  '%s was added after %s: register every Portcullis plugin before your routes',
   500
 )
 export const PORTCULLIS_DUPLICATE_STAGE = createError('PORTCULLIS_DUPLICATE_STAGE', 'A stage named "%s" is already registered', 500)

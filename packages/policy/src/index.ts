@@ -159,7 +159,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
 
   // Registration closes at ready: a stage added later would silently not apply to earlier routes.
   fastify.addHook('onReady', function portcullisLock (done) {
-    pipeline.lock('ready')
+    pipeline.lock('the app was ready')
     done()
   })
 

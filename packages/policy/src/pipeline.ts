@@ -131,6 +131,8 @@ export class Pipeline {
         this.evaluate(new Context(request, transport, url, offered), route)
     }
     this.routes.set(url, route)
+    // a stage added from now on would silently not apply to this route
+    this.lock(`route ${url} was registered`)
     return route
   }
 

@@ -1,0 +1,126 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import portcullis, { CloseCodes } from '../src/index.js'
+import type { ConnectionGuardFactory } from '../src/index.js'
+import { listen, wsOpen, nextMessages, closed, waitFor, rawUpgrade } from '../../../test/helpers/index.js'
+
+/** An app whose identity stage gives every connection session `s-<query.s>` and a guard that refuses "bad". */
+async function guardedApp (t: { teardown: (fn: () => unknown) => void }) {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis)
+  const seenByGuard: string[] = []
+  const closedGuards: string[] = []
+  const guard: ConnectionGuardFactory = ({ state }) => ({
+    message (data) {
+      seenByGuard.push(String(data))
+      if (String(data) === 'bad') return { code: CloseCodes.POLICY_VIOLATION, reason: 'bad message' }
+      if (data.length > 10) return { code: CloseCodes.MESSAGE_TOO_BIG, reason: 'too big' }
+    },
+    close () { closedGuards.push(state.identity!.sessionId!) }
+  })
+  app.wsPolicy.addStage({
+    name: 'who',
+    phase: 'identity',
+    evaluate (ctx) {
+      const s = (ctx.request.query as { s?: string }).s ?? 'anon'
+      ctx.state.identity = { id: `user-${s}`, sessionId: `s-${s}` }
+      ;(ctx.state.guards ??= []).push(guard)
+    }
+  })
+  const handled: string[] = []
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
+    socket.on('message', (data) => {
+      handled.push(String(data))
+      socket.send(`echo:${String(data)}`)
+    })
+  })
+  const addr = await listen(app)
+  return { app, ...addr, seenByGuard, handled, closedGuards }
+}
+
+t.test('a message guard runs before the handler and a violation closes with its code; the handler never sees it', async (t) => {
+  const { ws, handled, seenByGuard } = await guardedApp(t)
+  const r = await wsOpen(`${ws}/ws?s=1`)
+  r.ws!.send('ok')
+  t.same(await nextMessages(r.ws!), ['echo:ok'])
+  const done = closed(r.ws!)
+  r.ws!.send('bad')
+  r.ws!.send('after')
+  t.same(await done, { code: 1008, reason: 'bad message' })
+  t.same(handled, ['ok'])
+  t.same(seenByGuard, ['ok', 'bad'], 'nothing is inspected or delivered after a violation')
+})
+
+t.test('an oversized message closes with 1009 and the handler never sees it', async (t) => {
+  const { ws, handled } = await guardedApp(t)
+  const r = await wsOpen(`${ws}/ws?s=1`)
+  const done = closed(r.ws!)
+  r.ws!.send('x'.repeat(11))
+  t.same(await done, { code: 1009, reason: 'too big' })
+  t.same(handled, [])
+})
+
+t.test('closeSession closes every live connection of that session and no other', async (t) => {
+  const { app, ws, closedGuards } = await guardedApp(t)
+  const a1 = await wsOpen(`${ws}/ws?s=a`)
+  const a2 = await wsOpen(`${ws}/ws?s=a`)
+  const b = await wsOpen(`${ws}/ws?s=b`)
+  t.equal(app.wsPolicy.connectionsOf('user-a'), 2)
+  const c1 = closed(a1.ws!)
+  const c2 = closed(a2.ws!)
+  t.equal(app.wsPolicy.closeSession('s-a', CloseCodes.SESSION_REVOKED, 'session revoked'), 2)
+  t.same(await c1, { code: 4001, reason: 'session revoked' })
+  t.same(await c2, { code: 4001, reason: 'session revoked' })
+  await waitFor(() => app.wsPolicy.connectionsOf('user-a') === 0, 2000, 'untrack')
+  t.equal(b.ws!.readyState, 1, 'the other session stays open')
+  t.equal(app.wsPolicy.closeSession('s-a', 4001, 'again'), 0)
+  t.same(closedGuards.sort(), ['s-a', 's-a'])
+  b.ws!.send('still here')
+  t.same(await nextMessages(b.ws!), ['echo:still here'])
+  b.ws!.close()
+})
+
+t.test('onConnectionClose listeners hear every closed connection and stats go back to zero', async (t) => {
+  const { app, ws } = await guardedApp(t)
+  const heard: string[] = []
+  app.wsPolicy.onConnectionClose((state) => heard.push(state.identity!.id))
+  const r = await wsOpen(`${ws}/ws?s=z`)
+  t.equal(app.wsPolicy.stats().connections, 1)
+  r.ws!.close()
+  await waitFor(() => heard.length === 1, 2000, 'close listener')
+  t.same(heard, ['user-z'])
+  t.equal(app.wsPolicy.stats().connections, 0)
+})
+
+t.test('server shutdown closes live connections with 1001 Going Away', async (t) => {
+  const app = Fastify()
+  await app.register(portcullis)
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, () => {})
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
+  const done = closed(r.ws!)
+  await app.close()
+  t.same(await done, { code: 1001, reason: 'server shutting down' })
+})
+
+t.test('the handshake answers no subprotocol unless a stage chose one', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis)
+  app.wsPolicy.addStage({
+    name: 'pick',
+    phase: 'subprotocol',
+    evaluate (ctx) { if (ctx.offeredProtocols?.includes('chat.v1') === true) ctx.state.protocol = 'chat.v1' }
+  })
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => socket.send(socket.protocol))
+  const { ws, port } = await listen(app)
+  const chosen = await wsOpen(`${ws}/ws`, { protocols: ['other', 'chat.v1'] })
+  t.equal(chosen.ws!.protocol, 'chat.v1')
+  t.same(await nextMessages(chosen.ws!), ['chat.v1'])
+  chosen.ws!.close()
+  // ws alone would echo the client's "other"; Portcullis answers no protocol at all
+  const none = await rawUpgrade(port, '/ws', { 'Sec-WebSocket-Protocol': 'other' })
+  t.equal(none.status, 101)
+  t.equal(none.headers['sec-websocket-protocol'], undefined)
+})
