@@ -4,7 +4,7 @@
  * freed from the policy registry, and the inspection layer (message guards) never sees a
  * broken message. A well-formed client on the same server keeps working.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { listen, waitFor } from './helpers/index.js'
 import { rawConnect, frame, fragments, closePayload, Op, type RawWsClient } from './helpers/frames.js'
 import { protectedApp, type ProtectedApp } from './load/app.js'
@@ -15,7 +15,7 @@ interface Setup extends ProtectedApp {
   client: RawWsClient
 }
 
-async function open (tt: Tap.Test, portcullisOpts: PortcullisOptions = {}): Promise<Setup> {
+async function open (tt: Test, portcullisOpts: PortcullisOptions = {}): Promise<Setup> {
   const { app, probe } = await protectedApp({ portcullis: portcullisOpts })
   tt.teardown(() => app.close())
   const { port } = await listen(app)
@@ -26,14 +26,14 @@ async function open (tt: Tap.Test, portcullisOpts: PortcullisOptions = {}): Prom
 }
 
 /** The connection is gone from the registry and its guard was closed. */
-async function freed (tt: Tap.Test, s: Setup): Promise<void> {
+async function freed (tt: Test, s: Setup): Promise<void> {
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'registry back to 0')
   tt.equal(s.probe.closedGuards, s.probe.opened, 'every guard was closed')
   tt.equal(s.probe.brokenText, 0, 'no invalid text reached a guard')
 }
 
 /** A valid round trip still works after an attack (fresh connection, same server). */
-async function stillServes (tt: Tap.Test, s: Setup): Promise<void> {
+async function stillServes (tt: Test, s: Setup): Promise<void> {
   const { client } = await rawConnect(s.port)
   tt.ok(client, 'a fresh client completes the handshake')
   client!.send(frame({ opcode: Op.TEXT, payload: 'still here' }))
@@ -41,9 +41,6 @@ async function stillServes (tt: Tap.Test, s: Setup): Promise<void> {
   tt.equal(echo.payload.toString(), 'still here', 'and is served')
   client!.destroy()
 }
-
-type Tap = typeof t
-declare namespace Tap { type Test = Parameters<Parameters<Tap['test']>[1]>[0] }
 
 interface Case {
   name: string

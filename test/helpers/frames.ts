@@ -55,7 +55,7 @@ export function frame (spec: FrameSpec): Buffer {
     head.push(maskBit | 127)
     for (let shift = 56n; shift >= 0n; shift -= 8n) head.push(Number((length >> shift) & 0xffn))
   }
-  const out = [Buffer.from(head)]
+  const out: Buffer[] = [Buffer.from(head)]
   if (maskKey !== undefined) {
     out.push(maskKey)
     const masked = Buffer.allocUnsafe(payload.length)
@@ -107,7 +107,7 @@ export interface ServerFrame {
 
 /** Incremental reader of server frames. Throws on a frame a server must never send. */
 export class FrameReader {
-  #buf = Buffer.alloc(0)
+  #buf: Buffer = Buffer.alloc(0)
 
   push (chunk: Buffer): ServerFrame[] {
     this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
@@ -286,7 +286,7 @@ export function rawConnect (port: number, opts: HandshakeOptions = {}): Promise<
 
   return new Promise((resolve, reject) => {
     const socket = tcpConnect({ port, host: '127.0.0.1', noDelay: true })
-    let raw = Buffer.alloc(0)
+    let raw: Buffer = Buffer.alloc(0)
     let settled = false
     const timer = setTimeout(() => fail(new Error('raw handshake timed out')), opts.timeoutMs ?? 5000)
     function fail (err: Error): void {
