@@ -140,8 +140,8 @@ export class FrameReader {
     const maskKey = masked ? b.subarray(at, at + 4) : undefined
     if (masked) at += 4
     if (b.length < at + len) return undefined
-    let payload = Buffer.from(b.subarray(at, at + len))
-    if (maskKey !== undefined) payload = payload.map((x, i) => x ^ maskKey[i & 3]) as Buffer
+    const payload: Buffer = Buffer.from(b.subarray(at, at + len))
+    if (maskKey !== undefined) for (let i = 0; i < payload.length; i++) payload[i] ^= maskKey[i & 3]
     this.#buf = b.subarray(at + len)
     const f: ServerFrame = { fin: (b[0] & 0x80) !== 0, rsv: (b[0] >> 4) & 0x7, opcode: b[0] & 0x0f, masked, payload }
     if (f.opcode === Op.CLOSE) {
