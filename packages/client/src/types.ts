@@ -1,0 +1,77 @@
+/** The door a `PortcullisSocket` is connected through. */
+export type TransportName = 'websocket' | 'long-poll'
+
+/** The part of the WebSocket API the client drives: the browser's `WebSocket`, or `ws` in Node.js. */
+export interface WebSocketLike {
+  readonly readyState: number
+  readonly protocol: string
+  readonly bufferedAmount: number
+  binaryType: string
+  onopen: ((ev: any) => void) | null
+  onmessage: ((ev: { data: unknown }) => void) | null
+  onclose: ((ev: { code: number, reason: string, wasClean: boolean }) => void) | null
+  onerror: ((ev: any) => void) | null
+  send: (data: any) => void
+  close: (code?: number, reason?: string) => void
+}
+
+/**
+ * A WebSocket constructor. The third argument is only passed when `headers` is set: `ws`
+ * reads `{ headers }` from it; browsers ignore it (they forbid setting Cookie and Origin anyway).
+ */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: { headers: Record<string, string> }) => WebSocketLike
+
+export type FetchLike = (input: string, init: {
+  method: string
+  headers: Record<string, string>
+  body?: string
+  credentials: 'include'
+  cache: 'no-store'
+  signal?: AbortSignal
+}) => Promise<{ status: number, ok: boolean, json: () => Promise<any> }>
+
+export interface ReconnectOptions {
+  /** Attempts after a transient failure before giving up. Default `10`. */
+  retries?: number
+  /** First delay; doubles each attempt, with jitter. Default `500` ms. */
+  minDelayMs?: number
+  /** Cap on the delay. Default `10000` ms. */
+  maxDelayMs?: number
+}
+
+export interface PortcullisSocketOptions {
+  /**
+   * The WebSocket implementation. Default `globalThis.WebSocket` (browsers). Node.js 20 has
+   * none: pass `ws` (`import WebSocket from 'ws'`).
+   */
+  WebSocket?: WebSocketConstructor
+  /** The fetch implementation for the long-poll fallback. Default `globalThis.fetch`. */
+  fetch?: FetchLike
+  /**
+   * Transports to try, in order. Default `['websocket', 'long-poll']`: WebSocket first, the
+   * fallback when it cannot open.
+   */
+  transports?: TransportName[]
+  /** Shorthand for `transports: ['long-poll']`. Default `false`. */
+  forceLongPoll?: boolean
+  /**
+   * How long the WebSocket may stay CONNECTING before the client gives up on it and falls back.
+   * A proxy that strips `Upgrade` can make the handshake hang rather than fail. Default `3000` ms.
+   */
+  openTimeoutMs?: number
+  /**
+   * Reconnect after transient failures (server restart, network drop, idle timeout), with
+   * exponential backoff and jitter. Never after a denial or a revocation. Default `false`.
+   */
+  reconnect?: boolean | ReconnectOptions
+  /**
+   * Remember, for the page session (`sessionStorage`, else memory), that this URL needed the
+   * fallback, so the next connect goes straight to long-poll. Default `true`.
+   */
+  rememberFallback?: boolean
+  /**
+   * Extra request headers for Node.js clients (e.g. `Cookie`, `Origin`): sent on the upgrade and on
+   * every fallback request. Browsers send their own cookies and origin. Default none.
+   */
+  headers?: Record<string, string>
+}
