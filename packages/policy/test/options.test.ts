@@ -99,6 +99,7 @@ for (const [name, opts, message] of badOptions) {
   t.test(`plugin registration fails when ${name}`, async (t) => {
     const app = Fastify()
     t.teardown(() => app.close())
-    await t.rejects(app.register(portcullis, opts).ready(), { code: 'PORTCULLIS_INVALID_OPTION', message })
+    app.register(portcullis, opts)
+    await t.rejects(async () => { await app.ready() }, { code: 'PORTCULLIS_INVALID_OPTION', message })
   })
 }
