@@ -321,7 +321,12 @@ export function rawConnect (port: number, opts: HandshakeOptions = {}): Promise<
         }
         resolve({ client: new RawWsClient(socket, raw.subarray(end + 4)), headers })
       }
-      // otherwise: a refusal; keep reading until the server closes (it sends Connection: close)
+      // otherwise a refusal: complete once the body is in (keep-alive answers do not close)
+      const length = headers['content-length']
+      if (length !== undefined && raw.length >= end + 4 + Number(length)) {
+        onEnd()
+        socket.destroy()
+      }
     }
     function onEnd (): void {
       if (settled) return
