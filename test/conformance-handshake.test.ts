@@ -174,7 +174,7 @@ t.test('the registry and the counters are consistent after a burst of mixed hand
   const s = await serve(tt)
   const attempts = []
   for (let i = 0; i < 60; i++) {
-    const bad = i % 3 === 0 ? { headers: { Origin: 'http://evil.example' } } : i % 3 === 1 ? { headers: { 'Sec-WebSocket-Version': '8' } } : {}
+    const bad: HandshakeOptions = i % 3 === 0 ? { headers: { Origin: 'http://evil.example' } } : i % 3 === 1 ? { headers: { 'Sec-WebSocket-Version': '8' } } : {}
     attempts.push(rawConnect(s.port, bad))
   }
   const results = await Promise.all(attempts)
