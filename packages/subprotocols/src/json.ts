@@ -1,0 +1,117 @@
+import { Ajv, type AnySchema, type ValidateFunction } from 'ajv'
+import secureJsonParse from 'secure-json-parse'
+import type { Violation } from '@portcullis/policy'
+import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition, SubprotocolLimits } from './types.js'
+import { PORTCULLIS_SUBPROTOCOL_INVALID_OPTION } from './errors.js'
+
+export interface JsonInspectorOptions {
+  /** One JSON Schema every message must match. Give `schema` or `schemas` (or neither: any JSON). */
+  schema?: AnySchema
+  /**
+   * One JSON Schema per message type: the message must be an object whose `typeKey` property is
+   * a string naming one of these; any other type is refused.
+   */
+  schemas?: Record<string, AnySchema>
+  /** The property that names a message's type, with `schemas`. Default `'type'`. */
+  typeKey?: string
+  /** The Ajv instance to compile with (for formats or custom keywords). Default: `new Ajv({ strict: true })`. */
+  ajv?: Ajv
+  /** Data types accepted. Default `'text'` (JSON is text; a binary frame closes with 1003). */
+  dataTypes?: DataTypes
+  /** This protocol's limits. Default: the plugin's. */
+  limits?: SubprotocolLimits
+  /** Let the handler read the parsed value with `parsedMessage(socket, data)`. Default `true`. */
+  expose?: boolean
+}
+
+/** Stable close reasons of the JSON inspector (all close with 1008). */
+export const JsonViolations = Object.freeze({
+  INVALID_JSON: Object.freeze({ code: 1008, reason: 'invalid JSON' }),
+  FORBIDDEN_KEY: Object.freeze({ code: 1008, reason: 'forbidden key in JSON' }),
+  SCHEMA_MISMATCH: Object.freeze({ code: 1008, reason: 'message does not match the schema' }),
+  UNKNOWN_TYPE: Object.freeze({ code: 1008, reason: 'unknown message type' })
+})
+
+// __proto__ anywhere, or constructor.prototype, is refused rather than stripped: a client that
+// sends one is attacking, and the app must never see such an object (even after its own parse).
+const PARSE_OPTIONS = Object.freeze({ protoAction: 'error', constructorAction: 'error' } as const)
+const FORBIDDEN_MESSAGE = 'Object contains forbidden prototype property'
+
+/**
+ * A JSON subprotocol: each message is parsed with `secure-json-parse` and validated against a
+ * JSON Schema compiled here, once, at startup. The handler receives the original message.
+ */
+export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
+  if (opts === null || typeof opts !== 'object') throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('json() options must be an object')
+  if (opts.schema !== undefined && opts.schemas !== undefined) {
+    throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('json(): give either schema or schemas, not both')
+  }
+  const typeKey = opts.typeKey ?? 'type'
+  if (typeof typeKey !== 'string' || typeKey.length === 0) throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('json(): typeKey must be a non-empty string')
+  const ajv = opts.ajv ?? new Ajv({ strict: true })
+  const compile = (schema: AnySchema, what: string): ValidateFunction => {
+    try {
+      return ajv.compile(schema)
+    } catch (err) {
+      throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION(`json(): ${what} does not compile: ${(err as Error).message}`)
+    }
+  }
+
+  let check: (value: unknown) => Violation | undefined
+  let describe = 'json'
+  if (opts.schemas !== undefined) {
+    if (opts.schemas === null || typeof opts.schemas !== 'object' || Array.isArray(opts.schemas)) {
+      throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('json(): schemas must be an object of JSON Schemas by message type')
+    }
+    // a Map, so a type named "constructor" or "__proto__" finds nothing inherited
+    const byType = new Map<string, ValidateFunction>()
+    for (const [type, schema] of Object.entries(opts.schemas)) byType.set(type, compile(schema, `schemas.${type}`))
+    if (byType.size === 0) throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('json(): schemas must name at least one message type')
+    check = function checkByType (value) {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) return JsonViolations.UNKNOWN_TYPE
+      const type = (value as Record<string, unknown>)[typeKey]
+      const validate = typeof type === 'string' && Object.hasOwn(value, typeKey) ? byType.get(type) : undefined
+      if (validate === undefined) return JsonViolations.UNKNOWN_TYPE
+      return validate(value) ? undefined : JsonViolations.SCHEMA_MISMATCH
+    }
+    describe = `json (${byType.size} message type${byType.size === 1 ? '' : 's'} by "${typeKey}")`
+  } else if (opts.schema !== undefined) {
+    const validate = compile(opts.schema, 'schema')
+    check = function checkSchema (value) {
+      return validate(value) ? undefined : JsonViolations.SCHEMA_MISMATCH
+    }
+    describe = 'json (schema)'
+  } else {
+    check = function anyJson () { return undefined }
+  }
+
+  const expose = opts.expose !== false
+  return {
+    dataTypes: opts.dataTypes ?? 'text',
+    limits: opts.limits,
+    describe,
+    open: (ctx) => new JsonInspector(check, expose ? ctx : undefined)
+  }
+}
+
+class JsonInspector implements MessageInspector {
+  readonly #check: (value: unknown) => Violation | undefined
+  readonly #ctx: InspectorContext | undefined
+
+  constructor (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined) {
+    this.#check = check
+    this.#ctx = ctx
+  }
+
+  message (data: Buffer | string): Violation | undefined {
+    let value: unknown
+    try {
+      value = secureJsonParse(typeof data === 'string' ? data : data.toString('utf8'), null, PARSE_OPTIONS)
+    } catch (err) {
+      return (err as Error).message === FORBIDDEN_MESSAGE ? JsonViolations.FORBIDDEN_KEY : JsonViolations.INVALID_JSON
+    }
+    const v = this.#check(value)
+    if (v === undefined && this.#ctx !== undefined) this.#ctx.expose(data, value)
+    return v
+  }
+}

@@ -1,0 +1,215 @@
+/**
+ * STOMP 1.2 frame grammar (https://stomp.github.io/stomp-specification-1.2.html#Augmented_BNF),
+ * for frames a client sends. A pure, linear scan over the octets of one WebSocket message:
+ *
+ *   frame  = command EOL *( header EOL ) EOL *OCTET NULL *( EOL )
+ *   EOL    = [CR] LF
+ *   header = header-name ":" header-value
+ *
+ * One message holds zero or more whole frames and heart-beat EOLs ("Heart-beating"); a frame
+ * never spans messages (STOMP over WebSocket clients such as stompjs send one frame per message).
+ */
+
+export const CLIENT_COMMANDS = Object.freeze([
+  'CONNECT', 'STOMP', 'SEND', 'SUBSCRIBE', 'UNSUBSCRIBE', 'BEGIN', 'COMMIT', 'ABORT', 'ACK', 'NACK', 'DISCONNECT'
+] as const)
+export type StompClientCommand = typeof CLIENT_COMMANDS[number]
+const SERVER_COMMANDS = ['CONNECTED', 'MESSAGE', 'RECEIPT', 'ERROR'] as const
+const COMMANDS = new Set<string>([...CLIENT_COMMANDS, ...SERVER_COMMANDS])
+/** "Only the SEND, MESSAGE, and ERROR frames MAY have a body." (STOMP 1.2, "Body") */
+const BODY_COMMANDS = new Set(['SEND', 'MESSAGE', 'ERROR'])
+/** "CONNECT and CONNECTED frames do not escape" (STOMP 1.2, "Value Encoding"); STOMP is CONNECT's alias. */
+const UNESCAPED_COMMANDS = new Set(['CONNECT', 'CONNECTED', 'STOMP'])
+const LONGEST_COMMAND = 11 // UNSUBSCRIBE
+
+const LF = 0x0a
+const CR = 0x0d
+const NUL = 0x00
+const COLON = 0x3a
+const BACKSLASH = 0x5c
+
+export interface StompFrameLimits {
+  /** Most header lines in one frame. */
+  maxHeaders: number
+  /** Most octets from the command's first octet to the end of the blank line. */
+  maxHeaderBytes: number
+}
+
+export type StompProblem =
+  | 'incomplete-frame' | 'unknown-command' | 'bad-eol' | 'bad-header' | 'bad-escape'
+  | 'too-many-headers' | 'headers-too-large' | 'bad-content-length' | 'content-length-mismatch' | 'unexpected-body'
+
+/** The only error `parseStompFrames` throws. Names the problem and the octet index, never the data. */
+export class StompSyntaxError extends SyntaxError {
+  readonly problem: StompProblem
+  readonly index: number
+
+  constructor (problem: StompProblem, index: number) {
+    super(`Invalid STOMP frame: ${problem} at index ${index}`)
+    this.name = 'StompSyntaxError'
+    this.problem = problem
+    this.index = index
+  }
+}
+
+export interface StompFrame {
+  command: string
+  /** Decoded header names and values, flat: [name0, value0, name1, value1, ...], in frame order. */
+  headers: string[]
+  /** Octet offset of the body in the message, and its length. */
+  bodyOffset: number
+  bodyLength: number
+}
+
+/**
+ * The first value of header `name` (STOMP 1.2, "Repeated Header Entries": only the first one is
+ * used), or undefined.
+ */
+export function stompHeader (frame: StompFrame, name: string): string | undefined {
+  const h = frame.headers
+  for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1]
+  return undefined
+}
+
+/** Parse every frame of one message. @throws {StompSyntaxError} and nothing else. */
+export function parseStompFrames (buf: Uint8Array, limits: StompFrameLimits): StompFrame[] {
+  const frames: StompFrame[] = []
+  const len = buf.length
+  let i = skipEols(buf, 0)
+  while (i < len) {
+    const frame = parseFrame(buf, i, limits)
+    frames.push(frame)
+    // the NUL sits right after the body; heart-beat EOLs may follow
+    i = skipEols(buf, frame.bodyOffset + frame.bodyLength + 1)
+  }
+  return frames
+}
+
+function skipEols (buf: Uint8Array, i: number): number {
+  const len = buf.length
+  for (;;) {
+    if (i < len && buf[i] === LF) i++
+    else if (i + 1 < len && buf[i] === CR && buf[i + 1] === LF) i += 2
+    else if (i < len && buf[i] === CR) throw new StompSyntaxError('bad-eol', i)
+    else return i
+  }
+}
+
+/** End of the line starting at `i`: the index of its LF (a CR may only come right before it). */
+function lineEnd (buf: Uint8Array, i: number, limit: number, frameStart: number, maxHeaderBytes: number): { end: number, next: number } {
+  const stop = Math.min(buf.length, limit)
+  for (let j = i; j < stop; j++) {
+    const c = buf[j]
+    if (c === LF) return { end: j > i && buf[j - 1] === CR ? j - 1 : j, next: j + 1 }
+    if (c === CR && (j + 1 >= buf.length || buf[j + 1] !== LF)) throw new StompSyntaxError('bad-eol', j)
+  }
+  if (stop < buf.length) throw new StompSyntaxError('headers-too-large', frameStart + maxHeaderBytes)
+  throw new StompSyntaxError('incomplete-frame', buf.length)
+}
+
+function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): StompFrame {
+  const limit = start + limits.maxHeaderBytes
+  // command line: a known command and nothing else
+  let cmdEnd = start
+  while (cmdEnd < buf.length && cmdEnd - start <= LONGEST_COMMAND && buf[cmdEnd] !== LF) cmdEnd++
+  if (cmdEnd === buf.length) throw new StompSyntaxError('incomplete-frame', buf.length)
+  const command = asciiCommand(buf, start, cmdEnd > start && buf[cmdEnd - 1] === CR ? cmdEnd - 1 : cmdEnd)
+  if (command === undefined || buf[cmdEnd] !== LF) throw new StompSyntaxError('unknown-command', start)
+  const escaped = !UNESCAPED_COMMANDS.has(command)
+
+  const headers: string[] = []
+  let i = cmdEnd + 1
+  let contentLength = -1
+  let seenContentLength = false
+  for (;;) {
+    const line = lineEnd(buf, i, limit, start, limits.maxHeaderBytes)
+    if (line.end === i) { i = line.next; break } // the blank line
+    if (headers.length / 2 === limits.maxHeaders) throw new StompSyntaxError('too-many-headers', i)
+    let colon = -1
+    for (let j = i; j < line.end; j++) {
+      if (buf[j] === COLON) { colon = j; break }
+    }
+    // header-name = 1*<any OCTET except CR or LF or ":">
+    if (colon <= i) throw new StompSyntaxError('bad-header', i)
+    const name = escaped ? unescape(buf, i, colon) : utf8(buf, i, colon)
+    // header-value excludes ":" — escaped as \c — except in CONNECT frames, which do not escape
+    if (escaped) {
+      for (let j = colon + 1; j < line.end; j++) if (buf[j] === COLON) throw new StompSyntaxError('bad-header', j)
+    }
+    const value = escaped ? unescape(buf, colon + 1, line.end) : utf8(buf, colon + 1, line.end)
+    if (name === 'content-length' && !seenContentLength) {
+      seenContentLength = true
+      contentLength = parseLength(value, colon + 1)
+    }
+    headers.push(name, value)
+    i = line.next
+  }
+
+  let bodyLength: number
+  if (contentLength >= 0) {
+    // "octets ... MUST be followed by a NULL": the declared length must land exactly on a NUL
+    if (i + contentLength >= buf.length || buf[i + contentLength] !== NUL) throw new StompSyntaxError('content-length-mismatch', i)
+    bodyLength = contentLength
+  } else {
+    const nul = indexOfNul(buf, i)
+    if (nul === -1) throw new StompSyntaxError('incomplete-frame', buf.length)
+    bodyLength = nul - i
+  }
+  if (bodyLength > 0 && !BODY_COMMANDS.has(command)) throw new StompSyntaxError('unexpected-body', i)
+  return { command, headers, bodyOffset: i, bodyLength }
+}
+
+function asciiCommand (buf: Uint8Array, from: number, to: number): string | undefined {
+  if (to - from > LONGEST_COMMAND || to === from) return undefined
+  let s = ''
+  for (let j = from; j < to; j++) {
+    const c = buf[j]
+    if (c < 0x41 || c > 0x5a) return undefined // commands are upper-case ASCII letters
+    s += String.fromCharCode(c)
+  }
+  return COMMANDS.has(s) ? s : undefined
+}
+
+/** content-length: 1 to 9 decimal digits (a message is far below 1 GB anyway). */
+function parseLength (value: string, index: number): number {
+  if (value.length === 0 || value.length > 9) throw new StompSyntaxError('bad-content-length', index)
+  let n = 0
+  for (let j = 0; j < value.length; j++) {
+    const c = value.charCodeAt(j)
+    if (c < 0x30 || c > 0x39) throw new StompSyntaxError('bad-content-length', index)
+    n = n * 10 + (c - 0x30)
+  }
+  return n
+}
+
+function indexOfNul (buf: Uint8Array, from: number): number {
+  return Buffer.isBuffer(buf) ? buf.indexOf(NUL, from) : Uint8Array.prototype.indexOf.call(buf, NUL, from)
+}
+
+function utf8 (buf: Uint8Array, from: number, to: number): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + from, to - from).toString('utf8')
+}
+
+/**
+ * Decode STOMP 1.2 escapes ("Value Encoding"): \r \n \c \\ ; "Undefined escape sequences such as
+ * \t MUST be treated as a fatal protocol error."
+ */
+function unescape (buf: Uint8Array, from: number, to: number): string {
+  let j = from
+  while (j < to && buf[j] !== BACKSLASH) j++
+  if (j === to) return utf8(buf, from, to)
+  const out = Buffer.allocUnsafe(to - from)
+  let n = 0
+  for (let k = from; k < to; k++) {
+    const c = buf[k]
+    if (c !== BACKSLASH) { out[n++] = c; continue }
+    const e = k + 1 < to ? buf[k + 1] : -1
+    if (e === 0x72) out[n++] = CR
+    else if (e === 0x6e) out[n++] = LF
+    else if (e === 0x63) out[n++] = COLON
+    else if (e === BACKSLASH) out[n++] = BACKSLASH
+    else throw new StompSyntaxError('bad-escape', k)
+    k++
+  }
+  return out.toString('utf8', 0, n)
+}
