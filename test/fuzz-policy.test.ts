@@ -1,0 +1,112 @@
+/**
+ * Property tests for the core's parsers: the `Cookie` header parser and the RFC 6455 handshake
+ * check. Fixed seed (see test/load/properties.ts); `FC_SEED` / `FC_RUNS` for a longer hunt.
+ */
+import t from 'tap'
+import fc from 'fast-check'
+import type { IncomingMessage } from 'node:http'
+import { parseCookieHeader, checkHandshake } from '../packages/policy/src/index.js'
+import { params, hostileString, growth, CANARY } from './load/properties.js'
+
+const cookieName = fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~'.split('')), minLength: 1, maxLength: 12 })
+// RFC 6265 §4.1.1 cookie-octet: no CTLs, whitespace, DQUOTE, comma, semicolon or backslash
+const cookieValue = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).filter(c => c !== 0x22 && c !== 0x2c && c !== 0x3b && c !== 0x5c).map(c => String.fromCharCode(c)), maxLength: 24 })
+
+t.test('parseCookieHeader never throws and returns only trimmed, non-empty names', async (t) => {
+  fc.assert(fc.property(fc.oneof(hostileString(400), fc.string({ unit: 'binary', maxLength: 200 })), (header) => {
+    const out = parseCookieHeader(header)
+    let values = 0
+    for (const [name, list] of out) {
+      if (name.length === 0 || name.includes(';') || name.includes('=')) return false
+      if (/^[ \t]|[ \t]$/.test(name)) return false
+      for (const v of list) {
+        if (v.includes(';')) return false
+        values++
+      }
+    }
+    return values <= 128
+  }), params())
+  t.pass('held for every input')
+})
+
+t.test('parseCookieHeader reads back what a browser serializes, every value of every name in order', async (t) => {
+  fc.assert(fc.property(fc.array(fc.tuple(cookieName, cookieValue, fc.boolean()), { maxLength: 40 }), (pairs) => {
+    const header = pairs.map(([n, v, quoted]) => `${n}=${quoted ? `"${v}"` : v}`).join('; ')
+    const expected = new Map<string, string[]>()
+    for (const [n, v] of pairs) expected.set(n, [...(expected.get(n) ?? []), v])
+    const got = parseCookieHeader(header)
+    if (got.size !== expected.size) return false
+    for (const [n, list] of expected) {
+      const g = got.get(n)
+      if (g === undefined || g.length !== list.length || g.some((v, i) => v !== list[i])) return false
+    }
+    return true
+  }), params())
+  t.pass('round trip held')
+})
+
+t.test('parseCookieHeader stops at maxPairs whatever follows', async (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 0, max: 300 }), (max, n) => {
+    const header = Array.from({ length: n }, (_, i) => `c${i}=v`).join('; ')
+    const out = parseCookieHeader(header, max)
+    return out.size === Math.min(max, n)
+  }), params())
+  t.pass('bounded')
+})
+
+t.test('parseCookieHeader runs in linear time on hostile shapes', async (t) => {
+  const shapes: Record<string, (n: number) => string> = {
+    'separators only': n => ';'.repeat(n),
+    'whitespace only': n => ' \t'.repeat(n / 2),
+    'one huge value': n => 'a=' + 'b'.repeat(n),
+    'equals signs': n => '='.repeat(n),
+    'pairs beyond the cap': n => 'a=b;'.repeat(n / 4),
+    'unterminated quote': n => 'a="' + 'x'.repeat(n),
+    'pairs without =': n => 'ab;'.repeat(n / 3),
+    'padding inside pairs': n => ('a' + ' '.repeat(30) + '=' + ' '.repeat(30) + 'b;').repeat(n / 64)
+  }
+  for (const [name, make] of Object.entries(shapes)) {
+    const { ratio } = growth(s => parseCookieHeader(s), make, 20_000)
+    t.ok(ratio < 20, `${name}: 10× input costs ${ratio.toFixed(1)}×`)
+  }
+})
+
+const base64Key = fc.uint8Array({ minLength: 16, maxLength: 16 }).map(b => Buffer.from(b).toString('base64'))
+
+function fakeRequest (h: { major?: number, minor?: number, upgrade?: unknown, key?: unknown, version?: unknown }): IncomingMessage {
+  return {
+    httpVersionMajor: h.major ?? 1,
+    httpVersionMinor: h.minor ?? 1,
+    headers: { upgrade: h.upgrade, 'sec-websocket-key': h.key, 'sec-websocket-version': h.version }
+  } as unknown as IncomingMessage
+}
+
+t.test('checkHandshake accepts every well-formed version-13 handshake (any 16-byte key)', async (t) => {
+  fc.assert(fc.property(base64Key, fc.constantFrom('websocket', 'WebSocket', 'WEBSOCKET'), fc.integer({ min: 1, max: 9 }), (key, upgrade, minor) => {
+    return checkHandshake(fakeRequest({ key, upgrade, version: '13', minor })) === undefined
+  }), params())
+  t.pass('accepted')
+})
+
+t.test('checkHandshake never throws and refuses every key that is not exactly 16 bytes of base64', async (t) => {
+  const anyValue = fc.oneof(hostileString(60), base64Key, fc.constant(undefined), fc.array(fc.string(), { maxLength: 3 }), fc.integer())
+  fc.assert(fc.property(anyValue, anyValue, anyValue, fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 3 }), (key, upgrade, version, major, minor) => {
+    const r = checkHandshake(fakeRequest({ key, upgrade, version, major, minor }))
+    const keyOk = typeof key === 'string' && key.length === 24 && Buffer.from(key, 'base64').length === 16 &&
+      Buffer.from(key, 'base64').toString('base64') === key
+    const ok = major === 1 && minor >= 1 && typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket' && keyOk && version === '13'
+    if (ok) return r === undefined
+    if (r === undefined) return false
+    // the detail is fixed text: it never quotes the request
+    if (typeof key === 'string' && key.length > 3 && r.detail.includes(key)) return false
+    return (r.status === 400 || r.status === 426) && !r.detail.includes(CANARY)
+  }), params())
+  t.pass('refused exactly the malformed ones')
+})
+
+t.test('checkHandshake costs the same for a huge header as for a small one', async (t) => {
+  const { ratio } = growth(key => checkHandshake(fakeRequest({ key, upgrade: 'websocket', version: '13' })), n => 'A'.repeat(n), 10_000)
+  t.ok(ratio < 20, `10× key costs ${ratio.toFixed(1)}×`)
+  const up = growth(upgrade => checkHandshake(fakeRequest({ key: 'AAAAAAAAAAAAAAAAAAAAAA==', upgrade, version: '13' })), n => 'w'.repeat(n), 10_000)
+  t.ok(up.ratio < 20, `10× Upgrade costs ${up.ratio.toFixed(1)}×`)
+})

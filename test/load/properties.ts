@@ -1,0 +1,65 @@
+/**
+ * Shared support for the property (fuzz) suites: one seed and run count for every property, so
+ * CI is deterministic and a longer hunt is one environment variable away:
+ *
+ *   FC_SEED=123 FC_RUNS=20000 npx tap test/fuzz-*.test.ts
+ *
+ * and a linear-time check that compares the cost of an input with the cost of one ten times
+ * longer (a quadratic parser costs ~100×, a linear one ~10×).
+ */
+import fc from 'fast-check'
+
+/** Fixed in CI (reproducible); override with `FC_SEED`. */
+export const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : 0x5eed
+/** Runs per property; override with `FC_RUNS` for a longer hunt. */
+export const RUNS = process.env.FC_RUNS !== undefined ? Number(process.env.FC_RUNS) : 300
+
+export function params<T> (extra: fc.Parameters<T> = {}): fc.Parameters<T> {
+  return { seed: SEED, numRuns: RUNS, ...extra }
+}
+
+/** Distinctive text no parser message contains; used to prove a message never echoes input. */
+export const CANARY = 'zqxjkvcanary'
+
+/** Strings biased to what breaks header and frame parsers: separators, quotes, escapes, controls, Unicode. */
+export function hostileString (maxLength = 200): fc.Arbitrary<string> {
+  const pieces = fc.oneof(
+    fc.constantFrom(',', ';', '=', ' ', '\t', '"', '\\', ':', '/', '.', '*', '[', ']', '@', '?', '#', '%', '\r', '\n', '\0',
+      'null', 'http', 'https', '://', 'example.com', 'xn--', '\u00e9', '\u{1F600}', '\ud800', '\uffff', CANARY),
+    fc.string({ maxLength: 8 }),
+    fc.string({ unit: 'binary', maxLength: 4 })
+  )
+  return fc.array(pieces, { maxLength: Math.ceil(maxLength / 4) }).map(a => a.join('').slice(0, maxLength))
+}
+
+function timeOnce (fn: () => void, iterations: number): number {
+  const start = process.hrtime.bigint()
+  for (let i = 0; i < iterations; i++) fn()
+  return Number(process.hrtime.bigint() - start)
+}
+
+/**
+ * Best-of-N time of `fn(input)`, looping enough iterations that one sample takes ≥ 2 ms
+ * (timer noise out), in nanoseconds per call.
+ */
+export function costOf (fn: (input: string) => unknown, input: string): number {
+  const call = (): void => { try { fn(input) } catch {} }
+  let iterations = 1
+  while (timeOnce(call, iterations) < 2e6 && iterations < 1 << 20) iterations *= 2
+  let best = Infinity
+  for (let k = 0; k < 5; k++) best = Math.min(best, timeOnce(call, iterations) / iterations)
+  return best
+}
+
+/**
+ * Ratio of the cost of `make(10 n)` to `make(n)`. Linear ≈ 10; the suites allow 20 (noise on a
+ * shared 2-core CI machine); quadratic would be ≈ 100.
+ */
+export function growth (fn: (input: string) => unknown, make: (n: number) => string, n: number): { ratio: number, small: number, large: number } {
+  // warm up both sizes so JIT tiers do not skew the first measurement
+  costOf(fn, make(n))
+  costOf(fn, make(n * 10))
+  const small = costOf(fn, make(n))
+  const large = costOf(fn, make(n * 10))
+  return { ratio: large / small, small, large }
+}
