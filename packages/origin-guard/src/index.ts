@@ -1,0 +1,183 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyCors, { type FastifyCorsOptions } from '@fastify/cors'
+import { protectedRouteOf, type ConnectionContext, type PortcullisOriginPolicy, type StageResult } from '@portcullis/policy'
+import { OriginMatcher } from './origin.js'
+import { OriginPolicy } from './guard.js'
+import { PORTCULLIS_ORIGIN_INVALID_OPTION } from './errors.js'
+import type { MissingOriginPolicy, OriginGuardCorsOptions, OriginGuardOptions } from './types.js'
+
+const defaults = Object.freeze({
+  allow: Object.freeze(['self']) as readonly string[],
+  missing: 'deny' as MissingOriginPolicy,
+  fetchMetadata: true,
+  reportOnly: false,
+  cors: true as boolean | OriginGuardCorsOptions
+})
+const corsDefaults = Object.freeze({ maxAge: 600 })
+
+const OPTION_KEYS = new Set(['allow', 'missing', 'fetchMetadata', 'reportOnly', 'cors'])
+const ROUTE_KEYS = new Set(['allow', 'missing', 'fetchMetadata'])
+const MISSING_VALUES = new Set(['deny', 'allow'])
+
+/** The methods and request headers the long-poll fallback uses (see `@portcullis/fallback`). */
+const FALLBACK_METHODS = Object.freeze(['GET', 'POST'])
+const FALLBACK_HEADERS = Object.freeze(['content-type', 'x-portcullis-fallback', 'x-portcullis-sid'])
+const NO_CORS: FastifyCorsOptions = Object.freeze({ origin: false })
+
+async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOptions): Promise<void> {
+  validateOptions(opts)
+  const options = { ...defaults, ...opts }
+  let appMatcher: OriginMatcher
+  try {
+    appMatcher = new OriginMatcher(options.allow)
+  } catch (err) {
+    throw new PORTCULLIS_ORIGIN_INVALID_OPTION((err as Error).message)
+  }
+  const appPolicy = new OriginPolicy(appMatcher, options.missing, options.fetchMetadata)
+
+  fastify.wsPolicy.addStage<PortcullisOriginPolicy, OriginPolicy>({
+    name: 'origin',
+    phase: 'origin',
+    option: 'origin',
+    reportOnly: options.reportOnly,
+    compile: function compileOriginPolicy (value: PortcullisOriginPolicy | undefined) {
+      return compileRoute(value, appPolicy)
+    },
+    evaluate: evaluateOrigin,
+    describe: describeOrigin
+  })
+
+  if (options.cors === false) return
+  const cors = { ...corsDefaults, ...(options.cors === true ? {} : options.cors) }
+  const allowed: FastifyCorsOptions = Object.freeze({
+    // reflect the request's Origin: it has just passed the route's own matcher
+    origin: true,
+    credentials: true,
+    methods: FALLBACK_METHODS as string[],
+    allowedHeaders: FALLBACK_HEADERS as string[],
+    maxAge: cors.maxAge,
+    strictPreflight: true
+  })
+  const wsPolicy = fastify.wsPolicy
+
+  // Runs for every request (an onRequest hook of @fastify/cors); costs one symbol lookup on
+  // routes that are not Portcullis endpoints.
+  function portcullisCorsDelegator (request: FastifyRequest, cb: (err: Error | null, options?: FastifyCorsOptions) => void): void {
+    cb(null, corsAllowed(request, (route) => wsPolicy.context(request, 'long-poll', route)) ? allowed : NO_CORS)
+  }
+  await fastify.register(fastifyCors, { hook: 'onRequest', delegator: portcullisCorsDelegator })
+}
+
+/**
+ * Whether `request` is a cross-origin request to a Portcullis endpoint (a fallback endpoint, or
+ * its OPTIONS twin) from an origin that the endpoint's route allows. The WebSocket upgrade
+ * itself is never subject to CORS.
+ */
+function corsAllowed (request: FastifyRequest, contextOf: (route: string) => ConnectionContext): boolean {
+  if (request.headers.origin === undefined || request.ws) return false
+  const route = protectedRouteOf(request)
+  if (route === undefined) return false
+  const policy = route.compiled('origin')
+  // `origin: false` on the route: nothing is checked, so nothing is vouched for cross-origin either
+  if (!(policy instanceof OriginPolicy)) return false
+  return policy.corsAllows(contextOf(route.url))
+}
+
+/**
+ * For apps that register `@fastify/cors` themselves (plugin option `cors: false`): the CORS
+ * options this plugin would answer `request` with, or `undefined` when the request is not a
+ * cross-origin request from an allowed origin to a Portcullis endpoint. Call it first in your
+ * own delegator.
+ */
+export function corsOptionsFor (request: FastifyRequest, opts: OriginGuardCorsOptions = {}): FastifyCorsOptions | undefined {
+  if (!corsAllowed(request, (route) => request.server.wsPolicy.context(request, 'long-poll', route))) return undefined
+  return {
+    origin: true,
+    credentials: true,
+    methods: [...FALLBACK_METHODS],
+    allowedHeaders: [...FALLBACK_HEADERS],
+    maxAge: opts.maxAge ?? corsDefaults.maxAge,
+    strictPreflight: true
+  }
+}
+
+function evaluateOrigin (ctx: ConnectionContext, policy: OriginPolicy): StageResult {
+  return policy.evaluate(ctx)
+}
+
+function describeOrigin (policy: OriginPolicy): string {
+  return policy.describe()
+}
+
+/** A route's `wsPolicy.origin` over the plugin's options; the app-wide policy is reused when unchanged. */
+function compileRoute (value: PortcullisOriginPolicy | undefined, app: OriginPolicy): OriginPolicy {
+  if (value === undefined) return app
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`must be false (opt out) or an object with ${[...ROUTE_KEYS].join(', ')}`)
+  }
+  for (const key of Object.keys(value)) {
+    if (!ROUTE_KEYS.has(key)) throw new TypeError(`unknown key "${key}" (known: ${[...ROUTE_KEYS].join(', ')})`)
+  }
+  checkMissing(value.missing, 'missing')
+  checkBoolean(value.fetchMetadata, 'fetchMetadata')
+  let matcher = app.matcher
+  if (value.allow !== undefined) {
+    checkList(value.allow, 'allow')
+    matcher = new OriginMatcher(value.allow)
+  }
+  const missing = value.missing ?? app.missing
+  const fetchMetadata = value.fetchMetadata ?? app.fetchMetadata
+  if (matcher === app.matcher && missing === app.missing && fetchMetadata === app.fetchMetadata) return app
+  return new OriginPolicy(matcher, missing, fetchMetadata)
+}
+
+function validateOptions (opts: OriginGuardOptions): void {
+  if (opts === null || typeof opts !== 'object') throw new PORTCULLIS_ORIGIN_INVALID_OPTION('options must be an object')
+  try {
+    for (const key of Object.keys(opts)) {
+      if (!OPTION_KEYS.has(key)) throw new TypeError(`unknown option "${key}" (known: ${[...OPTION_KEYS].join(', ')})`)
+    }
+    if (opts.allow !== undefined) checkList(opts.allow, 'allow')
+    checkMissing(opts.missing, 'missing')
+    checkBoolean(opts.fetchMetadata, 'fetchMetadata')
+    checkBoolean(opts.reportOnly, 'reportOnly')
+    const cors = opts.cors
+    if (cors !== undefined && typeof cors !== 'boolean') {
+      if (cors === null || typeof cors !== 'object' || Array.isArray(cors)) throw new TypeError('cors must be a boolean or { maxAge }')
+      for (const key of Object.keys(cors)) if (key !== 'maxAge') throw new TypeError(`unknown cors option "${key}" (known: maxAge)`)
+      if (cors.maxAge !== undefined && (!Number.isInteger(cors.maxAge) || cors.maxAge < 0)) throw new TypeError('cors.maxAge must be a whole number of seconds ≥ 0')
+    }
+  } catch (err) {
+    throw new PORTCULLIS_ORIGIN_INVALID_OPTION((err as Error).message)
+  }
+}
+
+function checkList (v: unknown, name: string): void {
+  if (!Array.isArray(v)) throw new TypeError(`${name} must be an array of origins, e.g. ['https://app.example.com']`)
+}
+
+function checkMissing (v: unknown, name: string): void {
+  if (v !== undefined && !MISSING_VALUES.has(v as string)) throw new TypeError(`${name} must be 'deny' or 'allow'`)
+}
+
+function checkBoolean (v: unknown, name: string): void {
+  if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${name} must be a boolean`)
+}
+
+const plugin = fp(fastifyOriginGuard, {
+  name: '@portcullis/origin-guard',
+  fastify: '5.x',
+  dependencies: ['@portcullis/policy']
+})
+
+export default plugin
+export { plugin as originGuard, plugin as fastifyOriginGuard }
+export { OriginPolicy } from './guard.js'
+export {
+  OriginMatcher, parseOrigin, tryParseOrigin, serializeOrigin, normalizeOriginEntry, selfOrigin,
+  MAX_ORIGIN_LENGTH, NULL_ORIGIN
+} from './origin.js'
+export type { ParsedOrigin, TupleOrigin, OpaqueOrigin, OriginEntry, MatchKind } from './origin.js'
+export * as errors from './errors.js'
+export type * from './types.js'
