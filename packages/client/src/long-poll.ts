@@ -14,10 +14,11 @@ export interface Conn {
   buffered: () => number
 }
 
-interface Frame {
+/** One client→server message waiting for the server's ack (PROTOCOL.md §7). */
+interface Outgoing {
   seq: number
-  type: 'text' | 'binary'
-  data: string
+  msg: { text: string } | { binary: string }
+  size: number
 }
 
 interface Answer {
@@ -28,31 +29,43 @@ interface Answer {
 const RETRIES = 3
 
 /**
- * The client half of the Portcullis long-poll fallback (see packages/fallback/PROTOCOL.md).
- * Every request is a JSON POST with the custom `X-Portcullis-Fallback` header — never a "simple"
- * request, so a cross-origin page cannot send one without a CORS preflight — and with
- * `credentials: 'include'`, so the session cookie goes along exactly as on the upgrade.
+ * The client half of the Portcullis long-poll fallback (wire protocol: packages/fallback/PROTOCOL.md).
+ * Every request carries the custom `X-Portcullis-Fallback` header, and bodies are JSON — never a
+ * "simple" request, so a cross-origin page cannot send one without a CORS preflight — and goes
+ * with `credentials: 'include'`, so the session cookie goes along exactly as on the upgrade.
  * Messages carry sequence numbers both ways: a lost response is retried and the other side
  * drops what it already has, so nothing is lost or delivered twice.
  */
 export function openLongPoll (url: string, protocols: string[], o: PortcullisSocketOptions, sink: Sink): Conn {
   const fetchImpl: FetchLike = o.fetch ?? ((globalThis as unknown as { fetch: FetchLike }).fetch)
   const u = new URL(url)
+  // No query string, ever (§2.1): nothing of ours may end up in a proxy's URL log.
   const base = (u.protocol === 'wss:' ? 'https://' : 'http://') + u.host + u.pathname.replace(/\/$/, '') + '/_lp/'
   const abort = new AbortController()
   let sid = ''
+  let protocol = ''
   let done = false
   let ack = 0
   let outSeq = 0
-  let outbox: Frame[] = []
+  let batchMax = 64
+  let outbox: Outgoing[] = []
   let sending = false
   let closing: [number | undefined, string] | undefined
 
-  function request (path: string, body: unknown, signal: AbortSignal | undefined = abort.signal): Promise<Answer> {
-    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-portcullis-fallback': '1', ...o.headers }
+  function request (path: string, body?: unknown, signal: AbortSignal | undefined = abort.signal): Promise<Answer> {
+    const headers: Record<string, string> = { 'x-portcullis-fallback': '1', ...o.headers }
+    if (body !== undefined) headers['content-type'] = 'application/json'
     if (sid !== '') headers['x-portcullis-sid'] = sid
-    return fetchImpl(base + path + u.search, {
-      method: 'POST', headers, body: JSON.stringify(body), credentials: 'include', cache: 'no-store', signal
+    // poll/send/close repeat the negotiated protocol, so the policy sees the same request (§2.4)
+    if (protocol !== '') headers['x-portcullis-protocol'] = protocol
+    if (path === 'poll') headers['x-portcullis-ack'] = String(ack)
+    return fetchImpl(base + path, {
+      method: body === undefined ? 'GET' : 'POST',
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'include',
+      cache: 'no-store',
+      signal
     }).then(async (res) => ({ status: res.status, body: await res.json().then((b) => b ?? {}, () => ({})) }))
   }
 
@@ -63,19 +76,19 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     sink.close(code, reason, wasClean)
   }
 
-  // A denial or a refusal: 4000 + status with the server's stable code as reason (the same
-  // close the WebSocket door would give, had the browser let us read it). 5xx stay transient.
+  // A denial: 4000 + status with the server's stable code as reason — the close the WebSocket door
+  // would give, had the browser let us read it. A lost session (404 on poll/send) is a dropped
+  // link: 1006, as when a TCP connection dies (§10). 5xx become 45xx, which count as transient.
   function refused (a: Answer): void {
-    const close = a.body.close
-    if (close !== undefined && typeof close.code === 'number') return finish(close.code, String(close.reason ?? ''), true)
+    if (a.status === 404 && sid !== '') return finish(1006, '', false)
     finish(a.status >= 400 && a.status < 600 ? 4000 + a.status : 1006, typeof a.body.code === 'string' ? a.body.code : '', false)
   }
 
   // Retry a request that failed on the network (not one the server answered) a few times.
-  async function withRetry (path: string, body: () => unknown): Promise<Answer | undefined> {
+  async function withRetry (path: string, body?: () => unknown): Promise<Answer | undefined> {
     for (let i = 0; ; i++) {
       try {
-        return await request(path, body())
+        return await request(path, body?.())
       } catch {
         if (done) return
         if (i >= RETRIES) {
@@ -92,40 +105,46 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     return done
   }
 
-  function trim (inAck: unknown): void {
-    if (typeof inAck === 'number') outbox = outbox.filter((f) => f.seq > inAck)
+  function trim (serverAck: unknown): void {
+    if (typeof serverAck === 'number') outbox = outbox.filter((m) => m.seq > serverAck)
   }
 
   async function poll (): Promise<void> {
-    while (!done) {
-      const a = await withRetry('poll', () => ({ ack }))
+    while (!isDone()) {
+      const a = await withRetry('poll')
       if (a === undefined || done) return
       if (a.status !== 200) return refused(a)
-      trim(a.body.inAck)
-      for (const f of (a.body.frames ?? []) as Frame[]) {
-        // Redelivered after a lost response: already handed to the app.
-        if (f.seq <= ack) continue
-        ack = f.seq
-        sink.message(f.type === 'binary' ? fromBase64(f.data) : f.data)
+      trim(a.body.ack)
+      for (const m of (a.body.messages ?? []) as Array<{ seq: number, text?: string, binary?: string }>) {
+        // Redelivered after a lost answer: the app already has it (§6).
+        if (m.seq <= ack) continue
+        ack = m.seq
+        sink.message(typeof m.text === 'string' ? m.text : fromBase64(m.binary ?? ''))
         if (done) return
       }
       const close = a.body.close
-      if (close !== undefined && close !== null) return finish(close.code ?? 1005, String(close.reason ?? ''), true)
+      if (close != null) return finish(close.code ?? 1005, String(close.reason ?? ''), true)
     }
   }
 
+  // One send in flight; retried until answered (the server drops what it already has).
   async function flush (): Promise<void> {
     if (sending || sid === '' || done) return
     sending = true
     while (outbox.length > 0) {
-      const batch = outbox.slice(0, 64)
-      const a = await withRetry('send', () => ({ frames: batch }))
+      const batch = outbox.slice(0, batchMax)
+      const a = await withRetry('send', () => ({ seq: batch[0].seq, messages: batch.map((m) => m.msg) }))
       if (a === undefined || isDone()) break
+      if (a.status === 409 && typeof a.body.ack === 'number') {
+        // A gap: resend from the server's ack + 1 (our outbox still holds everything above it).
+        trim(a.body.ack)
+        continue
+      }
       if (a.status !== 200) {
         refused(a)
         break
       }
-      trim(a.body.inAck)
+      trim(a.body.ack)
     }
     sending = false
     if (closing !== undefined) sendClose()
@@ -142,17 +161,20 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     if (done) return
     if (a.status !== 200 || typeof a.body.sid !== 'string') return refused(a)
     sid = a.body.sid
+    if (typeof a.body.protocol === 'string') protocol = a.body.protocol
+    if (typeof a.body.maxMessagesPerRequest === 'number') batchMax = a.body.maxMessagesPerRequest
     if (closing !== undefined) return sendClose()
-    sink.open(typeof a.body.protocol === 'string' ? a.body.protocol : '')
+    sink.open(protocol)
     poll().catch(() => finish(1006, '', false))
     flush().catch(() => finish(1006, '', false))
   }, () => finish(1006, '', false))
 
   return {
     send (data) {
-      if (done) return
+      if (done || closing !== undefined) return
       const text = typeof data === 'string'
-      outbox.push({ seq: ++outSeq, type: text ? 'text' : 'binary', data: text ? data : toBase64(data) })
+      const payload = text ? data : toBase64(data)
+      outbox.push({ seq: ++outSeq, msg: text ? { text: payload } : { binary: payload }, size: payload.length })
       flush().catch(() => finish(1006, '', false))
     },
     close (code, reason = '') {
@@ -161,7 +183,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
       // Before open: the open answer closes it. While sending: after the queued messages, like a WebSocket.
       if (sid !== '' && !sending) sendClose()
     },
-    buffered: () => outbox.reduce((n, f) => n + f.data.length, 0)
+    buffered: () => outbox.reduce((n, m) => n + m.size, 0)
   }
 }
 

@@ -24,7 +24,7 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
 export type FetchLike = (input: string, init: {
   method: string
   headers: Record<string, string>
-  body?: string
+  body: string | undefined
   credentials: 'include'
   cache: 'no-store'
   signal?: AbortSignal
