@@ -1,0 +1,463 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import {
+  CloseCodes, denialOf, kProtectedRoute, replyDenial,
+  type Decision, type PortcullisState, type ProtectedRoute
+} from '@portcullis/policy'
+import type { FallbackLimits, FallbackOptions, FallbackRouteOption } from './types.js'
+import { MemoryStore, type FallbackStore, type OutboundFrame, type ReadResult, type SessionRecord, type WakeReason } from './store.js'
+import { LongPollSocket, kClientClose, kReceive, kSettled } from './socket.js'
+import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseSendBody } from './wire.js'
+import {
+  PORTCULLIS_FALLBACK_BAD_ACK, PORTCULLIS_FALLBACK_BAD_REQUEST, PORTCULLIS_FALLBACK_BODY_TOO_LARGE,
+  PORTCULLIS_FALLBACK_CONTENT_TYPE, PORTCULLIS_FALLBACK_HEADER_REQUIRED, PORTCULLIS_FALLBACK_INTERNAL,
+  PORTCULLIS_FALLBACK_INVALID_OPTION, PORTCULLIS_FALLBACK_QUERY_REFUSED, PORTCULLIS_FALLBACK_SEQUENCE_GAP,
+  PORTCULLIS_FALLBACK_TOO_MANY_POLLS, PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS, PORTCULLIS_FALLBACK_UNKNOWN_SESSION
+} from './errors.js'
+
+/** Wire protocol version, answered by `open` as `v`. */
+export const PROTOCOL_VERSION = 1
+/** The marker header every fallback request carries (PROTOCOL.md §2). */
+export const FALLBACK_HEADER = 'x-portcullis-fallback'
+/** Request headers a CORS preflight for the fallback must allow (for `@portcullis/origin-guard`). */
+export const FALLBACK_REQUEST_HEADERS = Object.freeze(['content-type', 'x-portcullis-fallback', 'x-portcullis-sid', 'x-portcullis-ack', 'x-portcullis-protocol'])
+
+const MiB = 1024 * 1024
+const defaults = Object.freeze({
+  pollTimeoutMs: 25_000,
+  idleTimeoutMs: 60_000,
+  closeLingerMs: 10_000,
+  maxMessagesPerRequest: 64,
+  maxBodyBytes: MiB,
+  maxPayload: MiB,
+  maxQueuedMessages: 1024,
+  maxQueuedBytes: 4 * MiB,
+  maxPollBytes: MiB,
+  maxSessionsPerIdentity: 16,
+  maxSessionsPerIp: 64,
+  maxSessions: 10_000,
+  maxPendingPollsPerIp: 64
+})
+
+type Limits = Required<FallbackLimits>
+const LIMIT_KEYS = Object.freeze(Object.keys(defaults).filter(k => k !== 'maxPendingPollsPerIp')) as ReadonlyArray<keyof Limits>
+/** Session caps may be 0 (no limit); every other limit is a positive integer. */
+const ZERO_OK = new Set(['maxSessionsPerIdentity', 'maxSessionsPerIp', 'maxSessions'])
+/** Node's timers hold at most 2^31 − 1 ms. */
+const MAX_TIMER = 2 ** 31 - 1
+
+/** `open` and `close` bodies are tiny; they never get the send body limit. */
+const OPEN_BODY_LIMIT = 4096
+const CLOSE_BODY_LIMIT = 1024
+
+type Kind = 'open' | 'poll' | 'send' | 'close'
+
+interface Bound {
+  sid: string
+  record: SessionRecord
+}
+
+export interface FallbackDecorator {
+  /** The store in use. */
+  readonly store: FallbackStore
+  /** Long-poll sessions whose handler runs on this node. */
+  readonly sessions: () => number
+  /**
+   * Close every connection of an authenticated session on EVERY node (both doors), through the
+   * store's fan-out. `fastify.wsPolicy.closeSession` reaches only this node.
+   */
+  readonly closeSession: (sessionId: string, code: number, reason: string) => Promise<void>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The long-poll fallback of `@portcullis/fallback`. */
+    wsFallback: FallbackDecorator
+  }
+}
+
+async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptions): Promise<void> {
+  validateOptions(opts)
+  const { store: givenStore, maxPendingPollsPerIp, ...limitOpts } = { ...defaults, ...opts }
+  const base: Limits = Object.freeze(pickLimits(limitOpts))
+  const store: FallbackStore = givenStore ?? new MemoryStore()
+  const policy = fastify.wsPolicy
+
+  /** Sockets whose handler runs here, by sid. */
+  const sockets = new Map<string, LongPollSocket>()
+  /** Waiting polls on this node, by IP (the bound) and as a set (shutdown wakes them). */
+  const pendingPerIp = new Map<string, number>()
+  const waiting = new Set<(reason: WakeReason | 'timeout' | 'aborted') => void>()
+  const active = new Set<Promise<unknown>>()
+  /** What onRequest established for a poll/send/close request. */
+  const bound = new WeakMap<FastifyRequest, Bound>()
+
+  policy.addTransport<FallbackRouteOption, Limits | undefined>({
+    name: 'long-poll',
+    option: 'fallback',
+    compile: (value) => compileRoute(value, base),
+    route (protectedRoute, limits, { instance, path }) {
+      if (limits !== undefined) registerEndpoints(protectedRoute, limits, instance, path)
+    }
+  })
+
+  fastify.decorate('wsFallback', {
+    store,
+    sessions: () => sockets.size,
+    closeSession: (sessionId: string, code: number, reason: string) => store.publishRevocation(sessionId, code, reason)
+  } satisfies FallbackDecorator)
+
+  fastify.addHook('onReady', async function portcullisFallbackStart () {
+    await store.start({
+      inbound: (sid, frames) => sockets.get(sid)?.[kReceive](frames),
+      clientClose: (sid, close) => sockets.get(sid)?.[kClientClose](close),
+      revocation: (sessionId, code, reason) => { policy.closeSession(sessionId, code, reason) }
+    })
+  })
+
+  // Shutdown: close our sessions with 1001 (the core's closeAll does the same for attached
+  // sockets; close is idempotent), let their closes reach the store, then answer every poll
+  // still waiting here — for our sessions it carries the 1001, for others' it is empty.
+  fastify.addHook('preClose', async function portcullisFallbackShutdown () {
+    const all = [...sockets.values()]
+    for (const s of all) if (s.readyState <= LongPollSocket.OPEN) s.close(CloseCodes.GOING_AWAY, 'server shutting down')
+    await Promise.all(all.map(s => s[kSettled]))
+    for (const wake of [...waiting]) wake('superseded')
+    await Promise.all([...active])
+  })
+
+  fastify.addHook('onClose', async function portcullisFallbackStop () {
+    await store.stop()
+  })
+
+  function registerEndpoints (route: ProtectedRoute, limits: Limits, instance: FastifyInstance, path: string): void {
+    const prefix = path.endsWith('/') ? path.slice(0, -1) : path
+    const shown = route.url.endsWith('/') ? route.url.slice(0, -1) : route.url
+    const config = { [kProtectedRoute]: route }
+    const common = { config, exposeHeadRoute: false, errorHandler: fallbackErrorHandler }
+
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/open`, bodyLimit: OPEN_BODY_LIMIT, onRequest: gate('open', route), handler: openHandler })
+    instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/poll`, onRequest: gate('poll', route), handler: pollHandler })
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/send`, bodyLimit: limits.maxBodyBytes, onRequest: gate('send', route), handler: sendHandler })
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/close`, bodyLimit: CLOSE_BODY_LIMIT, onRequest: gate('close', route), handler: closeHandler })
+    for (const kind of ['open', 'poll', 'send', 'close']) {
+      // explicit OPTIONS routes carry the marker, so the origin guard's CORS hook sees preflights
+      instance.route({ ...common, method: 'OPTIONS', url: `${prefix}/_lp/${kind}`, handler: preflightHandler })
+    }
+    route.endpoints.push(`long-poll ${shown}/_lp/{open,poll,send,close}`)
+
+    async function openHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      let offered: string | undefined
+      try {
+        offered = parseOpenBody(request.body)
+      } catch (err) {
+        return badRequest(reply, err)
+      }
+      const decision = await route.evaluate(request, 'long-poll', offered)
+      if (!decision.allowed) return replyDenial(reply, decision.denial)
+      const state = decision.state
+      const protocol = state.protocol ?? ''
+      const sid = newSid()
+      const created = await store.create({
+        sid,
+        node: store.nodeId,
+        route: route.url,
+        protocol,
+        identityId: state.identity?.id,
+        sessionId: state.identity?.sessionId,
+        origin: originOf(request),
+        ip: request.ip,
+        createdAt: Date.now(),
+        ttlMs: limits.idleTimeoutMs + limits.pollTimeoutMs + limits.closeLingerMs
+      }, { perIdentity: limits.maxSessionsPerIdentity, perIp: limits.maxSessionsPerIp, total: limits.maxSessions })
+      if (created !== 'ok') {
+        request.log.warn({ portcullis: { code: 'PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS', bound: created, route: route.url } }, 'portcullis: fallback session bound reached')
+        return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS()))
+      }
+      const socket = new LongPollSocket({
+        sid,
+        protocol,
+        store,
+        limits,
+        log: request.log,
+        onGone: () => { sockets.delete(sid) }
+      })
+      sockets.set(sid, socket)
+      request.portcullis = { transport: 'long-poll', state }
+      policy.attach(socket, state, request.log)
+      runHandler(this, route, socket, request)
+      noStore(reply)
+      return {
+        v: PROTOCOL_VERSION,
+        sid,
+        protocol,
+        pollTimeoutMs: limits.pollTimeoutMs,
+        idleTimeoutMs: limits.idleTimeoutMs,
+        maxMessagesPerRequest: limits.maxMessagesPerRequest,
+        maxBodyBytes: limits.maxBodyBytes,
+        maxPayload: limits.maxPayload
+      }
+    }
+
+    async function pollHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      const { sid } = bound.get(request)!
+      let ack: number
+      try {
+        ack = parseAck(request.headers['x-portcullis-ack'])
+      } catch (err) {
+        return badRequest(reply, err)
+      }
+      const ip = request.ip
+      if ((pendingPerIp.get(ip) ?? 0) >= maxPendingPollsPerIp) {
+        return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
+      }
+      const readLimits = { messages: limits.maxMessagesPerRequest, bytes: limits.maxPollBytes }
+      bump(pendingPerIp, ip, 1)
+      let wake!: (reason: WakeReason | 'timeout' | 'aborted') => void
+      const woken = new Promise<WakeReason | 'timeout' | 'aborted'>((resolve) => { wake = resolve })
+      // watch before reading: a message pushed between the read and the watch still wakes us
+      const unwatch = store.watch(sid, wake)
+      const work = (async () => {
+        try {
+          const first = await store.readOutbound(sid, ack, readLimits)
+          if (!first.found) return unknownSession(reply)
+          if (ack > first.lastSeq) return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_ACK()))
+          if (first.frames.length > 0 || first.close !== undefined) return answerPoll(reply, first)
+          waiting.add(wake)
+          const timer = setTimeout(wake, limits.pollTimeoutMs, 'timeout')
+          const onAbort = (): void => wake('aborted')
+          reply.raw.once('close', onAbort)
+          const reason = await woken
+          clearTimeout(timer)
+          reply.raw.removeListener('close', onAbort)
+          waiting.delete(wake)
+          if (reason === 'aborted') return reply
+          if (reason === 'superseded') return answerPoll(reply, { ...first, frames: [], close: undefined })
+          const next = await store.readOutbound(sid, ack, readLimits)
+          if (!next.found) return unknownSession(reply)
+          return answerPoll(reply, next)
+        } finally {
+          unwatch()
+          waiting.delete(wake)
+          bump(pendingPerIp, ip, -1)
+        }
+      })()
+      active.add(work)
+      try {
+        return await work
+      } finally {
+        active.delete(work)
+      }
+    }
+
+    async function sendHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      const { sid } = bound.get(request)!
+      let frames
+      try {
+        frames = parseSendBody(request.body, limits.maxMessagesPerRequest)
+      } catch (err) {
+        return badRequest(reply, err)
+      }
+      const r = await store.pushInbound(sid, frames)
+      if (r.status === 'unknown') return unknownSession(reply)
+      if (r.status === 'gap') {
+        const e = new PORTCULLIS_FALLBACK_SEQUENCE_GAP()
+        noStore(reply).code(e.statusCode!)
+        return { code: e.code, message: e.message, ack: r.inAck }
+      }
+      noStore(reply)
+      return { ack: r.inAck }
+    }
+
+    async function closeHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      const { sid, record } = bound.get(request)!
+      let close
+      try {
+        close = parseCloseBody(request.body)
+      } catch (err) {
+        return badRequest(reply, err)
+      }
+      if (record.closed !== undefined) {
+        noStore(reply)
+        return { close: record.closed }
+      }
+      if (!await store.pushClientClose(sid, close)) return unknownSession(reply)
+      noStore(reply)
+      return { close }
+    }
+  }
+
+  /**
+   * The per-endpoint gate, before any body is read: no query string, the marker header, a JSON
+   * content type; then (poll/send/close) the route's full policy and the session binding. `open`
+   * evaluates in its handler, because the offered protocols are in its body.
+   */
+  function gate (kind: Kind, route: ProtectedRoute) {
+    return async function portcullisFallbackGate (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      // JSONP and ids in URLs are refused wholesale: the fallback never takes a query string
+      if ((request.raw.url ?? '').includes('?')) return refuse(reply, new PORTCULLIS_FALLBACK_QUERY_REFUSED())
+      // a custom header makes every cross-origin request non-simple: preflight first (Fetch §3.2.2)
+      if (request.headers[FALLBACK_HEADER] !== '1') return refuse(reply, new PORTCULLIS_FALLBACK_HEADER_REQUIRED())
+      if (kind !== 'poll' && !isJsonContentType(request.headers['content-type'])) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
+      if (kind === 'open') return
+
+      // The policy sees only the request (origin, cookies, the repeated protocol), never whether
+      // the id exists, so its answer cannot tell a live id from a dead one.
+      const decision = await route.evaluate(request, 'long-poll', headerValue(request.headers['x-portcullis-protocol']))
+      if (!decision.allowed) return replyDenial(reply, decision.denial)
+      const sid = request.headers['x-portcullis-sid']
+      const record = isSid(sid) ? await store.get(sid) : undefined
+      if (record === undefined || !matches(record, route, decision, request)) {
+        request.log.info({ portcullis: { code: 'PORTCULLIS_FALLBACK_UNKNOWN_SESSION', route: route.url, known: record !== undefined } }, 'portcullis: unknown or mismatched fallback session')
+        return unknownSession(reply)
+      }
+      if (record.closed === undefined) await store.touch(record.sid, Date.now())
+      bound.set(request, { sid: record.sid, record })
+    }
+  }
+
+  function runHandler (instance: FastifyInstance, route: ProtectedRoute, socket: LongPollSocket, request: FastifyRequest): void {
+    const fail = (err: unknown): void => {
+      request.log.error({ err }, 'portcullis: fallback handler failed')
+      if (socket.readyState === LongPollSocket.OPEN) socket.close(CloseCodes.INTERNAL_ERROR, 'internal error')
+    }
+    try {
+      const r = route.handler.call(instance, socket, request)
+      if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(undefined, fail)
+    } catch (err) {
+      fail(err)
+    }
+  }
+}
+
+/** The session binding (PROTOCOL.md §5): same route, protocol, identity, auth session and Origin. */
+function matches (record: SessionRecord, route: ProtectedRoute, decision: Decision & { allowed: true }, request: FastifyRequest): boolean {
+  const state: PortcullisState = decision.state
+  return record.route === route.url &&
+    record.protocol === (state.protocol ?? '') &&
+    record.identityId === state.identity?.id &&
+    record.sessionId === state.identity?.sessionId &&
+    record.origin === originOf(request)
+}
+
+function originOf (request: FastifyRequest): string | undefined {
+  const o = request.headers.origin
+  return typeof o === 'string' ? o : undefined
+}
+
+function headerValue (h: string | string[] | undefined): string | undefined {
+  if (h === undefined) return undefined
+  const v = Array.isArray(h) ? h.join(', ') : h
+  return v.length === 0 ? undefined : v
+}
+
+function answerPoll (reply: FastifyReply, r: ReadResult & { found: true }): unknown {
+  noStore(reply)
+  const messages = r.frames.map(wireMessage)
+  return r.close === undefined ? { messages, ack: r.inAck } : { messages, ack: r.inAck, close: r.close }
+}
+
+function wireMessage (f: OutboundFrame): { seq: number, text: string } | { seq: number, binary: string } {
+  return f.type === 'text' ? { seq: f.seq, text: f.data } : { seq: f.seq, binary: f.data }
+}
+
+function noStore (reply: FastifyReply): FastifyReply {
+  reply.header('cache-control', 'no-store')
+  reply.header('x-content-type-options', 'nosniff')
+  return reply
+}
+
+function refuse (reply: FastifyReply, err: { statusCode?: number, code: string, message: string }): FastifyReply {
+  return replyDenial(reply, denialOf(err))
+}
+
+function unknownSession (reply: FastifyReply): FastifyReply {
+  return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_UNKNOWN_SESSION()))
+}
+
+function badRequest (reply: FastifyReply, err: unknown): FastifyReply {
+  const detail = err instanceof SyntaxError ? err.message : 'invalid body'
+  return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_REQUEST(detail)))
+}
+
+/** Body-parser and unexpected errors of the fallback routes, in the same JSON shape. */
+function fallbackErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const status = error.statusCode ?? 500
+  if (status === 413) return refuse(reply, new PORTCULLIS_FALLBACK_BODY_TOO_LARGE())
+  if (status === 415) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
+  if (status >= 400 && status < 500) return badRequest(reply, new SyntaxError('invalid JSON body'))
+  request.log.error({ err: error }, 'portcullis: fallback request failed')
+  return refuse(reply, new PORTCULLIS_FALLBACK_INTERNAL())
+}
+
+async function preflightHandler (_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  // Reached only when no CORS layer answered: no Access-Control-* headers, so the browser refuses.
+  noStore(reply).code(204).header('allow', 'GET, POST, OPTIONS').send()
+}
+
+function bump (map: Map<string, number>, key: string, d: number): void {
+  const n = (map.get(key) ?? 0) + d
+  if (n <= 0) map.delete(key)
+  else map.set(key, n)
+}
+
+function pickLimits (o: Record<string, unknown>): Limits {
+  const out: Record<string, unknown> = {}
+  for (const k of LIMIT_KEYS) out[k] = o[k]
+  return out as unknown as Limits
+}
+
+function checkLimits (o: Record<string, unknown>, where: string, Err: (msg: string) => Error): void {
+  for (const [k, v] of Object.entries(o)) {
+    if (!(LIMIT_KEYS as readonly string[]).includes(k)) throw Err(`${where}unknown limit "${k}" (known: ${LIMIT_KEYS.join(', ')})`)
+    const min = ZERO_OK.has(k) ? 0 : 1
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || (k.endsWith('Ms') && v > MAX_TIMER)) {
+      throw Err(`${where}${k} must be an integer ≥ ${min}${k.endsWith('Ms') ? ` and ≤ ${MAX_TIMER}` : ''}`)
+    }
+  }
+}
+
+function checkTimeouts (l: Limits, Err: (msg: string) => Error): void {
+  if (l.idleTimeoutMs <= l.pollTimeoutMs) throw Err(`idleTimeoutMs (${l.idleTimeoutMs}) must exceed pollTimeoutMs (${l.pollTimeoutMs}), or a polling client would idle out`)
+}
+
+function compileRoute (value: FallbackRouteOption | undefined, base: Limits): Limits | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return base
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError('must be true, false or an object of limits')
+  const err = (m: string): Error => new TypeError(m)
+  checkLimits(value as Record<string, unknown>, '', err)
+  const merged = Object.freeze({ ...base, ...value })
+  checkTimeouts(merged, err)
+  return merged
+}
+
+function validateOptions (opts: FallbackOptions): void {
+  const err = (m: string): Error => new PORTCULLIS_FALLBACK_INVALID_OPTION(m)
+  if (opts === null || typeof opts !== 'object') throw err('options must be an object')
+  const { store, maxPendingPollsPerIp, ...rest } = opts
+  if (store !== undefined) {
+    const methods = ['start', 'stop', 'create', 'get', 'touch', 'destroy', 'pushOutbound', 'closeOutbound', 'readOutbound', 'watch', 'pushInbound', 'pushClientClose', 'publishRevocation'] as const
+    if (store === null || typeof store !== 'object') throw err('store must implement FallbackStore')
+    for (const m of methods) if (typeof store[m] !== 'function') throw err(`store must implement FallbackStore (missing ${m}())`)
+    if (typeof store.nodeId !== 'string' || store.nodeId.length === 0) throw err('store.nodeId must be a non-empty string')
+  }
+  if (maxPendingPollsPerIp !== undefined && (!Number.isSafeInteger(maxPendingPollsPerIp) || maxPendingPollsPerIp < 1)) throw err('maxPendingPollsPerIp must be an integer ≥ 1')
+  checkLimits(rest as Record<string, unknown>, '', err)
+  checkTimeouts({ ...defaults, ...rest } as Limits, err)
+}
+
+const plugin = fp(portcullisFallback, {
+  name: '@portcullis/fallback',
+  fastify: '5.x',
+  dependencies: ['@portcullis/policy']
+})
+
+export default plugin
+export { plugin as portcullisFallback }
+export { LongPollSocket } from './socket.js'
+export { MemoryStore } from './store.js'
+export type * from './store.js'
+export type * from './types.js'
+export * as errors from './errors.js'
+export { parseAck, parseSendBody, parseCloseBody, parseOpenBody, isJsonContentType, checkBase64, isSid, isValidCloseCode } from './wire.js'

@@ -1,0 +1,53 @@
+import type { FallbackStore } from './store.js'
+
+/**
+ * Per-route limits of the long-poll twin. Every one has a safe default; a route may override
+ * any of them with `wsPolicy: { fallback: { ... } }`, and the plugin options set app-wide values.
+ */
+export interface FallbackLimits {
+  /** How long a poll is held when nothing is queued, in ms. Default `25000` (under common proxy idle timeouts of 30 s+). */
+  pollTimeoutMs?: number
+  /** A session with no request for this long is closed with 4010. Default `60000`. Must exceed `pollTimeoutMs`. */
+  idleTimeoutMs?: number
+  /** How long a closed session still answers its close to a retried poll, in ms. Default `10000`. */
+  closeLingerMs?: number
+  /** Messages per `send` request and per poll answer. Default `64`. */
+  maxMessagesPerRequest?: number
+  /** Largest `send` body in bytes; larger is refused with 413 before it is read (Fastify `bodyLimit`). Default `1048576`. */
+  maxBodyBytes?: number
+  /** Largest inbound message in bytes (decoded), as `ws`'s `maxPayload`; larger closes with 1009. Default `1048576`. */
+  maxPayload?: number
+  /** Server messages queued for a client that has not acked them; more closes with 4009. Default `1024`. */
+  maxQueuedMessages?: number
+  /** Bytes queued for a client that has not acked them; more closes with 4009. Default `4194304` (4 MiB). */
+  maxQueuedBytes?: number
+  /** Payload bytes per poll answer (at least one message is always sent). Default `1048576`. */
+  maxPollBytes?: number
+  /** Live fallback sessions per identity (all routes); more opens get 429. `0` = no limit. Default `16`. */
+  maxSessionsPerIdentity?: number
+  /** Live fallback sessions per client IP (all routes). `0` = no limit. Default `64`. */
+  maxSessionsPerIp?: number
+  /** Live fallback sessions in total (the whole store). `0` = no limit. Default `10000`. */
+  maxSessions?: number
+}
+
+/** The `fallback` key of a route's `wsPolicy`: `true` (defaults) or limits to override. */
+export type FallbackRouteOption = boolean | FallbackLimits
+
+export interface FallbackOptions extends FallbackLimits {
+  /** Where sessions, queues and routing live. Default: a new `MemoryStore` (one node). */
+  store?: FallbackStore
+  /** Waiting polls per client IP, over all sessions of this node; more get 429. Default `64`. */
+  maxPendingPollsPerIp?: number
+}
+
+declare module '@portcullis/policy' {
+  interface PortcullisRoutePolicy {
+    /**
+     * Serve an HTTP long-poll twin of this WebSocket route at `<path>/_lp/*` (see
+     * `@portcullis/fallback`'s PROTOCOL.md). `true` uses the plugin's limits; an object overrides
+     * some. Default: off.
+     */
+    fallback?: FallbackRouteOption
+  }
+}
