@@ -110,3 +110,14 @@ t.test('checkHandshake costs the same for a huge header as for a small one', asy
   const up = growth(upgrade => checkHandshake(fakeRequest({ key: 'AAAAAAAAAAAAAAAAAAAAAA==', upgrade, version: '13' })), n => 'w'.repeat(n), 10_000)
   t.ok(up.ratio < 20, `10× Upgrade costs ${up.ratio.toFixed(1)}×`)
 })
+
+t.test('the linear-time check itself tells a quadratic parser from a linear one', async (t) => {
+  // a naive duplicate scan: for each comma, look back over everything before it
+  const quadratic = (s: string): number => {
+    let n = 0
+    for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) === 0x2c) n += s.lastIndexOf('a', i) >= 0 ? s.slice(0, i).split(',').length : 0
+    return n
+  }
+  const { ratio } = growth(quadratic, n => 'a,'.repeat(n / 2), 400)
+  t.ok(ratio > 40, `a quadratic scan costs ${ratio.toFixed(0)}× for 10× input`)
+})
