@@ -50,10 +50,14 @@ t.test('parseOrigin throws only SyntaxError, never quotes the header, and agrees
 t.test('non-canonical spellings of an allowed origin are refused, not repaired', async (t) => {
   fc.assert(fc.property(fc.tuple(fc.constantFrom('http', 'https'), domain), fc.constantFrom('upper', 'port', 'slash', 'dot', 'space'), ([s, h], how) => {
     const o = `${s}://${h}`
-    const variant = how === 'upper' ? o.toUpperCase()
-      : how === 'port' ? `${o}:${s === 'http' ? 80 : 443}`
-        : how === 'slash' ? `${o}/`
-          : how === 'dot' ? `${o}.`
+    const variant = how === 'upper'
+      ? o.toUpperCase()
+      : how === 'port'
+        ? `${o}:${s === 'http' ? 80 : 443}`
+        : how === 'slash'
+          ? `${o}/`
+          : how === 'dot'
+            ? `${o}.`
             : ` ${o}`
     return tryParseOrigin(variant) === undefined
   }), params())
