@@ -251,6 +251,12 @@ if accepted > 0 then
   redis.call('HSET', KEYS[1], 'inAck', inAck)
   follow(KEYS[3])
   notify(m[2], { k = 'i', s = ARGV[2] })
+elseif tonumber(m[4]) < inAck then
+  -- A retry of frames still on their way to the owner: this node waits too; have it told.
+  local rw = redis.call('HGET', KEYS[1], 'rw') or ''
+  if not string.find(',' .. rw .. ',', ',' .. ARGV[3] .. ',', 1, true) then
+    redis.call('HSET', KEYS[1], 'rw', rw == '' and ARGV[3] or (rw .. ',' .. ARGV[3]))
+  end
 end
 return { 'ok', inAck, tonumber(m[4]), accepted }
 `
@@ -286,6 +292,11 @@ if seq > done then
   done = seq
 end
 for i = 4, #ARGV do notify(ARGV[i], { k = 'a', s = ARGV[2], n = done }) end
+local rw = redis.call('HGET', KEYS[1], 'rw')
+if rw then
+  for node in string.gmatch(rw, '[^,]+') do notify(node, { k = 'a', s = ARGV[2], n = done }) end
+  redis.call('HDEL', KEYS[1], 'rw')
+end
 return 1
 `
 

@@ -311,7 +311,7 @@ export class RedisStore implements FallbackStore {
     try {
       return await p
     } catch (err) {
-      if (this.#owned.delete(sid) && (err as { code?: string }).code === 'PORTCULLIS_STORE_UNAVAILABLE') this.#orphans.add(sid)
+      if ((err as { code?: string }).code === 'PORTCULLIS_STORE_UNAVAILABLE' && this.#owned.delete(sid)) this.#orphans.add(sid)
       throw err
     }
   }
