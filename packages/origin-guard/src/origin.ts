@@ -307,7 +307,7 @@ export function normalizeOriginEntry (entry: unknown): OriginEntry {
   let host: string
   if (bracketed) {
     const literal = rawHost.slice(1, -1)
-    if (!isIPv6(literal)) bad('invalid IPv6 address')
+    if (rawHost.charCodeAt(rawHost.length - 1) !== 0x5d || !isIPv6(literal)) bad('invalid IPv6 address')
     host = `[${canonicalIPv6(literal.toLowerCase())}]`
   } else if (hasNonAscii(rawHost)) {
     // IDN (RFC 5890): compare in the A-label form browsers serialize
@@ -315,6 +315,8 @@ export function normalizeOriginEntry (entry: unknown): OriginEntry {
     if (host === '') bad('the host is not a valid internationalized domain name')
   } else {
     host = rawHost.toLowerCase()
+    // an A-label must decode (RFC 5891 §5.4): `xn--a` is no domain a browser would send
+    if (host.includes('xn--') && domainToASCII(host) !== host) bad('the host is not a valid internationalized domain name')
   }
   const r = scan(`${scheme}://${host}${rest}`, true)
   if (isFailure(r)) bad(r.message)

@@ -33,13 +33,13 @@ export interface OriginCase {
   expect: OriginVerdict
 }
 
-const ALLOW = 'allow'
-const NOT = 'PORTCULLIS_ORIGIN_NOT_ALLOWED'
-const MISSING = 'PORTCULLIS_ORIGIN_MISSING'
-const BAD = 'PORTCULLIS_ORIGIN_MALFORMED'
-const CROSS = 'PORTCULLIS_ORIGIN_CROSS_SITE'
+const ALLOW: OriginVerdict = 'allow'
+const NOT: OriginVerdict = 'PORTCULLIS_ORIGIN_NOT_ALLOWED'
+const MISSING: OriginVerdict = 'PORTCULLIS_ORIGIN_MISSING'
+const BAD: OriginVerdict = 'PORTCULLIS_ORIGIN_MALFORMED'
+const CROSS: OriginVerdict = 'PORTCULLIS_ORIGIN_CROSS_SITE'
 
-export const originTable: readonly OriginCase[] = Object.freeze([
+const rows: OriginCase[] = [
   // exact entries
   { name: 'allows a listed origin', origin: 'https://app.example.com', expect: ALLOW },
   { name: 'allows a listed origin with a port', origin: 'http://localhost:3000', expect: ALLOW },
@@ -125,7 +125,9 @@ export const originTable: readonly OriginCase[] = Object.freeze([
   // legacy header
   { name: 'never trusts Sec-WebSocket-Origin in place of Origin', origin: undefined, headers: { 'Sec-WebSocket-Origin': 'https://app.example.com' }, expect: MISSING },
   { name: 'never trusts Sec-WebSocket-Origin over Origin', origin: 'https://evil.net', headers: { 'Sec-WebSocket-Origin': 'https://app.example.com' }, expect: NOT }
-] satisfies OriginCase[])
+]
+
+export const originTable: readonly OriginCase[] = Object.freeze(rows)
 
 /** Fill in `{self}` and `{port}` for a server whose own origin is `self` (e.g. `http://127.0.0.1:4321`). */
 export function expandOrigin (value: string, self: string): string {
