@@ -13,16 +13,19 @@ import type { PortcullisOptions } from '../packages/policy/src/index.js'
 interface Setup extends ProtectedApp {
   port: number
   client: RawWsClient
+  /** Cookie and subprotocol of a valid client (the full policy needs both). */
+  creds: Record<string, string>
 }
 
 async function open (tt: Test, portcullisOpts: PortcullisOptions = {}): Promise<Setup> {
-  const { app, probe } = await protectedApp({ portcullis: portcullisOpts })
-  tt.teardown(() => app.close())
-  const { port } = await listen(app)
-  const { client } = await rawConnect(port)
-  if (client === undefined) throw new Error('handshake refused')
+  const built = await protectedApp({ portcullis: portcullisOpts })
+  tt.teardown(() => built.app.close())
+  const { port } = await listen(built.app)
+  const creds = { Cookie: built.cookieFor('alice'), 'Sec-WebSocket-Protocol': 'echo.v1' }
+  const { client, refusal } = await rawConnect(port, { headers: creds })
+  if (client === undefined) throw new Error(`handshake refused: ${JSON.stringify(refusal)}`)
   tt.teardown(() => client.destroy())
-  return { app, probe, port, client }
+  return { ...built, port, client, creds }
 }
 
 /** The connection is gone from the registry and its guard was closed. */
@@ -34,7 +37,7 @@ async function freed (tt: Test, s: Setup): Promise<void> {
 
 /** A valid round trip still works after an attack (fresh connection, same server). */
 async function stillServes (tt: Test, s: Setup): Promise<void> {
-  const { client } = await rawConnect(s.port)
+  const { client } = await rawConnect(s.port, { headers: s.creds })
   tt.ok(client, 'a fresh client completes the handshake')
   client!.send(frame({ opcode: Op.TEXT, payload: 'still here' }))
   const echo = await client!.next(Op.TEXT)
@@ -278,5 +281,65 @@ t.test('data after a close frame is ignored (§5.5.1)', async (tt) => {
   tt.equal(got.code, 1000)
   tt.equal(s.probe.seen.length, 0, 'the late message never reached the guard')
   tt.equal(s.client.dataFrames().length, 0, 'nor the handler')
+  await freed(tt, s)
+})
+
+async function openJson (tt: Test): Promise<Setup & { handled: string[] }> {
+  const handled: string[] = []
+  const built = await protectedApp({ handler: (socket) => socket.on('message', (d: Buffer) => { handled.push(d.toString()); socket.send(d.toString()) }) })
+  tt.teardown(() => built.app.close())
+  const { port } = await listen(built.app)
+  const creds = { Cookie: built.cookieFor('bob'), 'Sec-WebSocket-Protocol': 'json.v1' }
+  const { client, headers } = await rawConnect(port, { headers: creds })
+  if (client === undefined) throw new Error('handshake refused')
+  tt.equal(headers?.['sec-websocket-protocol'], 'json.v1')
+  tt.teardown(() => client.destroy())
+  return { ...built, port, client, creds, handled }
+}
+
+t.test('json.v1: a JSON message fragmented around a ping is inspected once, whole', async (tt) => {
+  const s = await openJson(tt)
+  s.client.send(
+    frame({ opcode: Op.TEXT, payload: '{"type":', fin: false }),
+    frame({ opcode: Op.PING, payload: 'x' }),
+    frame({ opcode: Op.CONT, payload: '"hi"}' })
+  )
+  tt.equal((await s.client.next(Op.TEXT)).payload.toString(), '{"type":"hi"}')
+  tt.same(s.handled, ['{"type":"hi"}'])
+})
+
+t.test('json.v1: invalid UTF-8 inside a JSON string is 1007 from the framing layer, before the inspector', async (tt) => {
+  const s = await openJson(tt)
+  s.client.send(frame({ opcode: Op.TEXT, payload: Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xc3]), Buffer.from('"}')]) }))
+  tt.equal((await s.client.closeFrame()).code, 1007)
+  tt.equal(s.probe.seen.length, 0)
+  tt.same(s.handled, [])
+  await freed(tt, s)
+})
+
+t.test('json.v1: a prototype-poisoning message is refused with 1008 and reaches no later guard or handler', async (tt) => {
+  const s = await openJson(tt)
+  s.client.send(frame({ opcode: Op.TEXT, payload: '{"__proto__":{"admin":true}}' }))
+  const { code, reason } = await s.client.closeFrame()
+  tt.equal(code, 1008)
+  tt.notOk(reason.includes('admin'), 'the reason does not echo the message')
+  tt.equal(s.probe.seen.length, 0, 'the probe (a later guard) never saw it')
+  tt.same(s.handled, [])
+  await freed(tt, s)
+})
+
+t.test('json.v1: a binary frame is refused with 1003 (unsupported data, §7.4.1)', async (tt) => {
+  const s = await openJson(tt)
+  s.client.send(frame({ opcode: Op.BINARY, payload: '{}' }))
+  tt.equal((await s.client.closeFrame()).code, 1003)
+  tt.same(s.handled, [])
+  await freed(tt, s)
+})
+
+t.test('json.v1: a message over the protocol limit (64 KiB) is refused with 1009 even below maxPayload', async (tt) => {
+  const s = await openJson(tt)
+  s.client.send(frame({ opcode: Op.TEXT, payload: JSON.stringify({ a: 'x'.repeat(70_000) }) }))
+  tt.equal((await s.client.closeFrame()).code, 1009)
+  tt.same(s.handled, [])
   await freed(tt, s)
 })

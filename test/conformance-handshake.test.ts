@@ -13,19 +13,22 @@ import { protectedApp, type ProtectedApp } from './load/app.js'
 interface Setup extends ProtectedApp {
   port: number
   handled: () => number
+  /** Cookie and subprotocol of a valid client. */
+  creds: Record<string, string>
 }
 
 async function serve (tt: Test): Promise<Setup> {
   let handled = 0
-  const { app, probe } = await protectedApp({
+  const built = await protectedApp({
     handler: (socket) => {
       handled++
       socket.on('message', (data: Buffer) => socket.send(data.toString()))
     }
   })
-  tt.teardown(() => app.close())
-  const { port } = await listen(app)
-  return { app, probe, port, handled: () => handled }
+  tt.teardown(() => built.app.close())
+  const { port } = await listen(built.app)
+  const creds = { Cookie: built.cookieFor('alice'), 'Sec-WebSocket-Protocol': 'echo.v1' }
+  return { ...built, port, handled: () => handled, creds }
 }
 
 const hello = (): Buffer => frame({ opcode: Op.TEXT, payload: 'pipelined' })
@@ -42,8 +45,17 @@ const refusals: Array<[string, HandshakeOptions, number, string | undefined]> = 
   ['HTTP/1.0', { httpVersion: '1.0' }, 400, undefined],
   ['Upgrade: h2c', { headers: { Upgrade: 'h2c' } }, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
   ['Upgrade: websocket, h2c', { headers: { Upgrade: 'websocket, h2c' } }, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
-  ['a foreign Origin', { headers: { Origin: 'http://evil.example' } }, 403, 'TEST_ORIGIN_DENIED'],
-  ['no Origin', { headers: { Origin: null } }, 403, 'TEST_ORIGIN_DENIED'],
+  ['a foreign Origin', { headers: { Origin: 'http://evil.example' } }, 403, 'PORTCULLIS_ORIGIN_NOT_ALLOWED'],
+  ['a lookalike Origin', { headers: { Origin: 'http://127.0.0.1.evil.example' } }, 403, 'PORTCULLIS_ORIGIN_NOT_ALLOWED'],
+  ['no Origin', { headers: { Origin: null } }, 403, 'PORTCULLIS_ORIGIN_MISSING'],
+  ['an upper-case Origin', { headers: { Origin: 'HTTP://127.0.0.1' } }, 403, 'PORTCULLIS_ORIGIN_MALFORMED'],
+  ['no session cookie', { headers: { Cookie: null } }, 401, 'PORTCULLIS_SESSION_REQUIRED'],
+  ['a session cookie with a forged signature', { headers: { Cookie: 'sid=alice.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } }, 401, 'PORTCULLIS_SESSION_INVALID'],
+  ['no subprotocol', { headers: { 'Sec-WebSocket-Protocol': null } }, 400, 'PORTCULLIS_SUBPROTOCOL_UNSUPPORTED'],
+  ['an unknown subprotocol', { headers: { 'Sec-WebSocket-Protocol': 'chat.v9' } }, 400, 'PORTCULLIS_SUBPROTOCOL_UNSUPPORTED'],
+  ['a malformed subprotocol list', { headers: { 'Sec-WebSocket-Protocol': 'echo.v1,,json.v1' } }, 400, 'PORTCULLIS_SUBPROTOCOL_MALFORMED'],
+  ['a duplicated subprotocol', { headers: { 'Sec-WebSocket-Protocol': 'echo.v1, echo.v1' } }, 400, 'PORTCULLIS_SUBPROTOCOL_DUPLICATE'],
+  ['a 5000-character subprotocol header', { headers: { 'Sec-WebSocket-Protocol': 'a'.repeat(5000) } }, 400, 'PORTCULLIS_SUBPROTOCOL_TOO_LONG'],
   ['an upgrade to a plain HTTP route', { path: '/plain' }, 400, 'PORTCULLIS_NOT_A_WEBSOCKET_ROUTE']
 ]
 
@@ -52,7 +64,7 @@ for (const [what, opts, status, code] of refusals) {
     const how = split === undefined ? 'in one write with a frame pipelined after it' : 'split into 7-byte packets'
     t.test(`${what}, ${how}, gets ${status} and the frame reaches nothing`, async (tt) => {
       const s = await serve(tt)
-      const r = await rawConnect(s.port, { ...opts, splitEvery: split, pipelined: hello() })
+      const r = await rawConnect(s.port, { ...opts, headers: { ...s.creds, ...opts.headers }, splitEvery: split, pipelined: hello() })
       tt.notOk(r.client, 'never a 101')
       tt.equal(r.refusal?.status, status)
       if (code !== undefined) tt.equal(JSON.parse(r.refusal!.body).code, code)
@@ -68,14 +80,14 @@ for (const [what, opts, status, code] of refusals) {
 
 t.test('a POST carrying upgrade headers gets a 4xx, never a 101', async (tt) => {
   const s = await serve(tt)
-  const r = await rawConnect(s.port, { method: 'POST', pipelined: hello() })
+  const r = await rawConnect(s.port, { method: 'POST', headers: s.creds, pipelined: hello() })
   tt.ok(r.refusal !== undefined && r.refusal.status >= 400 && r.refusal.status < 500, `status ${r.refusal?.status}`)
   tt.equal(s.handled(), 0)
 })
 
 t.test('a request without the Upgrade token in Connection is not upgraded (§4.2.1 item 4)', async (tt) => {
   const s = await serve(tt)
-  const r = await rawConnect(s.port, { headers: { Connection: 'keep-alive' } })
+  const r = await rawConnect(s.port, { headers: { ...s.creds, Connection: 'keep-alive' } })
   tt.notOk(r.client)
   tt.ok(r.refusal !== undefined && r.refusal.status >= 400, `status ${r.refusal?.status}`)
   tt.equal(s.handled(), 0)
@@ -83,7 +95,7 @@ t.test('a request without the Upgrade token in Connection is not upgraded (§4.2
 
 t.test('a request without Host is refused (RFC 6455 §4.2.1 item 2)', async (tt) => {
   const s = await serve(tt)
-  const r = await rawConnect(s.port, { headers: { Host: null } })
+  const r = await rawConnect(s.port, { headers: { ...s.creds, Host: null } })
   tt.notOk(r.client)
   // Node enforces Host (400) for plain requests only, not on its 'upgrade' path: today the origin
   // stage is what refuses this (403: no host to be same-origin with). Either way, never a 101.
@@ -93,10 +105,10 @@ t.test('a request without Host is refused (RFC 6455 §4.2.1 item 2)', async (tt)
 
 t.test('a request head over Node\'s header limit is refused with 431 and the server keeps serving', async (tt) => {
   const s = await serve(tt)
-  const r = await rawConnect(s.port, { headers: { 'X-Padding': 'a'.repeat(20 * 1024) } })
+  const r = await rawConnect(s.port, { headers: { ...s.creds, 'X-Padding': 'a'.repeat(20 * 1024) } })
   tt.notOk(r.client)
   tt.equal(r.refusal?.status, 431)
-  const ok = await rawConnect(s.port)
+  const ok = await rawConnect(s.port, { headers: s.creds })
   tt.ok(ok.client, 'a fresh client is served')
   ok.client?.destroy()
 })
@@ -104,12 +116,12 @@ t.test('a request head over Node\'s header limit is refused with 431 and the ser
 t.test('a valid request split into 1-byte packets completes with the right Sec-WebSocket-Accept (§4.2.2)', async (tt) => {
   const s = await serve(tt)
   const key = 'dGhlIHNhbXBsZSBub25jZQ=='
-  const r = await rawConnect(s.port, { splitEvery: 1, headers: { 'Sec-WebSocket-Key': key } })
+  const r = await rawConnect(s.port, { splitEvery: 1, headers: { ...s.creds, 'Sec-WebSocket-Key': key } })
   tt.ok(r.client, 'upgraded')
   // the RFC's own example (§1.3)
   tt.equal(r.headers?.['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
   tt.equal(acceptFor(key), 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
-  tt.equal(r.headers?.['sec-websocket-protocol'], undefined, 'no subprotocol chosen when none is registered')
+  tt.equal(r.headers?.['sec-websocket-protocol'], 'echo.v1', 'the registered name is answered')
   r.client!.send(frame({ opcode: Op.TEXT, payload: 'after split' }))
   tt.equal((await r.client!.next(Op.TEXT)).payload.toString(), 'after split')
   r.client!.destroy()
@@ -118,6 +130,7 @@ t.test('a valid request split into 1-byte packets completes with the right Sec-W
 t.test('frames pipelined in the same write as an accepted request are delivered, in order', async (tt) => {
   const s = await serve(tt)
   const r = await rawConnect(s.port, {
+    headers: s.creds,
     pipelined: Buffer.concat([frame({ opcode: Op.TEXT, payload: 'one' }), frame({ opcode: Op.TEXT, payload: 'two' })])
   })
   tt.ok(r.client)
@@ -130,7 +143,7 @@ t.test('frames pipelined in the same write as an accepted request are delivered,
 t.test('an HTTP request smuggled after an accepted handshake is a protocol error, not a second request', async (tt) => {
   const s = await serve(tt)
   const smuggled = Buffer.from(`GET /plain HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\n\r\n`)
-  const r = await rawConnect(s.port, { pipelined: smuggled })
+  const r = await rawConnect(s.port, { headers: s.creds, pipelined: smuggled })
   tt.ok(r.client)
   const { code } = await r.client!.closeFrame()
   // 'G' (0x47) reads as FIN=0, RSV1..3=100: a reserved bit without an extension
@@ -144,9 +157,10 @@ t.test('a second upgrade pipelined after a refused one is never processed', asyn
   const s = await serve(tt)
   const second = Buffer.from([
     'GET /ws HTTP/1.1', `Host: 127.0.0.1:${s.port}`, 'Connection: Upgrade', 'Upgrade: websocket',
-    'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==', `Origin: http://127.0.0.1:${s.port}`, '', ''
+    'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==', `Origin: http://127.0.0.1:${s.port}`,
+    `Cookie: ${s.creds.Cookie}`, 'Sec-WebSocket-Protocol: echo.v1', '', ''
   ].join('\r\n'))
-  const r = await rawConnect(s.port, { headers: { Origin: 'http://evil.example' }, pipelined: second })
+  const r = await rawConnect(s.port, { headers: { ...s.creds, Origin: 'http://evil.example' }, pipelined: second })
   tt.equal(r.refusal?.status, 403)
   tt.notOk(r.refusal?.body.includes('101'), 'only one answer: the refusal')
   tt.equal(s.handled(), 0, 'the smuggled upgrade never reached the handler')
@@ -154,7 +168,7 @@ t.test('a second upgrade pipelined after a refused one is never processed', asyn
 
 t.test('two Origin lines are denied even when one of them is allowed', async (tt) => {
   const s = await serve(tt)
-  const r = await rawConnect(s.port, { headers: { Origin: [`http://127.0.0.1:${s.port}`, 'http://evil.example'] } })
+  const r = await rawConnect(s.port, { headers: { ...s.creds, Origin: [`http://127.0.0.1:${s.port}`, 'http://evil.example'] } })
   tt.notOk(r.client)
   tt.equal(r.refusal?.status, 403)
 })
@@ -163,7 +177,7 @@ t.test('a refusal body names a stable code and echoes nothing from the request',
   const s = await serve(tt)
   const marker = 'ECHO-CANARY-<script>'
   const r = await rawConnect(s.port, {
-    headers: { Origin: `http://${marker}.example`, 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Protocol': marker }
+    headers: { ...s.creds, Origin: `http://${marker}.example`, 'Sec-WebSocket-Protocol': marker }
   })
   tt.equal(r.refusal?.status, 403)
   tt.notOk(r.refusal?.body.includes('CANARY'), 'the body does not echo the Origin')
@@ -174,7 +188,7 @@ t.test('the registry and the counters are consistent after a burst of mixed hand
   const s = await serve(tt)
   const attempts = []
   for (let i = 0; i < 60; i++) {
-    const bad: HandshakeOptions = i % 3 === 0 ? { headers: { Origin: 'http://evil.example' } } : i % 3 === 1 ? { headers: { 'Sec-WebSocket-Version': '8' } } : {}
+    const bad: HandshakeOptions = { headers: { ...s.creds, ...(i % 3 === 0 ? { Origin: 'http://evil.example' } : i % 3 === 1 ? { 'Sec-WebSocket-Version': '8' } : {}) } }
     attempts.push(rawConnect(s.port, bad))
   }
   const results = await Promise.all(attempts)
@@ -183,7 +197,7 @@ t.test('the registry and the counters are consistent after a burst of mixed hand
   await waitFor(() => s.app.wsPolicy.stats().connections === 20, 3000, '20 live')
   const stats = s.app.wsPolicy.stats().routes['/ws']
   tt.equal(stats.allowed, 20)
-  tt.equal(stats.denied.TEST_ORIGIN_DENIED, 20, 'origin denials counted (malformed handshakes are refused before the pipeline)')
+  tt.equal(stats.denied.PORTCULLIS_ORIGIN_NOT_ALLOWED, 20, 'origin denials counted (malformed handshakes are refused before the pipeline)')
   for (const r of opened) r.client!.destroy()
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'all freed')
   tt.equal(s.probe.closedGuards, 20)
