@@ -1,0 +1,55 @@
+/**
+ * CPU accounting for a measurement window: the server's from `/proc/<pid>/stat` (utime + stime,
+ * all threads), the load generator's own from `process.cpuUsage()`. Both are reported as a
+ * fraction of one core over the window's wall time, so 1.0 means "a core was saturated".
+ */
+import { readFileSync } from 'node:fs'
+
+/** Clock ticks per second for /proc times (USER_HZ, 100 on every Linux ABI Node supports). */
+const TICKS = 100
+
+/** Seconds of CPU a process has used, or undefined when /proc is not there (not Linux). */
+export function procCpuSeconds (pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    // the command name (field 2) is in parentheses and may hold spaces: count from the last ')'
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // fields[0] is field 3 (state); utime is field 14, stime field 15
+    return (Number(fields[11]) + Number(fields[12])) / TICKS
+  } catch {
+    return undefined
+  }
+}
+
+export interface WindowResult {
+  seconds: number
+  /** Server CPU as a fraction of one core, or null when it could not be read. */
+  serverCpu: number | null
+  /** Server CPU seconds used in the window, or null. */
+  serverCpuSeconds: number | null
+  clientCpu: number
+}
+
+export interface Window {
+  end: () => WindowResult
+}
+
+export function startWindow (serverPid: number): Window {
+  const t0 = process.hrtime.bigint()
+  const s0 = procCpuSeconds(serverPid)
+  const c0 = process.cpuUsage()
+  return {
+    end () {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+      const s1 = procCpuSeconds(serverPid)
+      const c = process.cpuUsage(c0)
+      const serverCpuSeconds = s0 === undefined || s1 === undefined ? null : s1 - s0
+      return {
+        seconds,
+        serverCpu: serverCpuSeconds === null ? null : serverCpuSeconds / seconds,
+        serverCpuSeconds,
+        clientCpu: (c.user + c.system) / 1e6 / seconds
+      }
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/** Versions and machine facts for the results' metadata. */
+import { readFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+
+const root = new URL('../../', import.meta.url)
+
+/** The installed version of a package in the workspace root (or in a workspace package). */
+export function version (name: string, from = ''): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL(`${from}node_modules/${name}/package.json`, root), 'utf8')) as { version: string }
+    return pkg.version
+  } catch {
+    return '?'
+  }
+}
+
+export interface Machine {
+  nproc: number
+  cpu: string
+  memoryGiB: number
+  node: string
+  platform: string
+  loadavg: number[]
+}
+
+export function machine (): Machine {
+  const list = cpus()
+  return {
+    nproc: list.length,
+    cpu: list[0]?.model ?? '?',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    loadavg: loadavg().map(n => Math.round(n * 100) / 100)
+  }
+}

@@ -1,0 +1,353 @@
+/**
+ * Portcullis side-by-side benchmarks. `pnpm bench` (full, ≤ 10 min) or `pnpm bench:quick`
+ * (CI smoke, ~90 s). Options: `--only=handshake,echo,idle,longpoll,hostile`,
+ * `--out=<dir>` (default bench/results), `--no-write`, `--update-docs` (rewrite the table in
+ * docs/BENCHMARKS.md), `--profile=<contender>` (run that server with `--cpu-prof`).
+ *
+ * Servers run in their own processes on core 0, the load generator on core 1, on 127.0.0.1
+ * only. Contenders are interleaved (A B C, then C B A, ...) and each repeat is compared with the
+ * same repeat of the baseline, so drift on a shared machine shows up as spread, not as bias.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { startLoad, startServer, hasTaskset, type LoadHandle, type ServerHandle } from './lib/children.js'
+import { MESSAGE, WS_PATH } from './lib/fixture.js'
+import { machine, version } from './lib/meta.js'
+import type { Row, RunResult, Sample, ScenarioResult, TargetCheck } from './lib/model.js'
+import { runMarkdown, scenarioMarkdown, summarize, fmt } from './lib/report.js'
+import type { Target } from './lib/ws-load.js'
+
+const argv = process.argv.slice(2)
+const flag = (name: string): boolean => argv.includes(`--${name}`)
+const opt = (name: string): string | undefined => argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+
+const quick = flag('quick')
+const mode: 'quick' | 'full' = quick ? 'quick' : 'full'
+const ALL = ['handshake', 'echo', 'idle', 'longpoll', 'hostile'] as const
+const only = opt('only')?.split(',') ?? [...ALL]
+for (const o of only) if (!(ALL as readonly string[]).includes(o)) throw new Error(`unknown scenario "${o}" (known: ${ALL.join(', ')})`)
+const root = new URL('../', import.meta.url)
+const outDir = opt('out') ?? fileURLToPath(new URL('bench/results/', root))
+const profile = opt('profile')
+
+/** Every number that shapes a run, per mode. */
+const config = quick
+  ? { reps: 2, warmupMs: 300, windowMs: 1200, latencyCount: 300, latencyMaxMs: 1500, idleConns: 2000, idleReps: 1, idleWarm: 200, pollWarmupMs: 500, pollWindowMs: 1500, hostileLatency: 150, hostileWindowMs: 700 }
+  : { reps: 5, warmupMs: 1000, windowMs: 3000, latencyCount: 1500, latencyMaxMs: 4000, idleConns: 5000, idleReps: 3, idleWarm: 500, pollWarmupMs: 1000, pollWindowMs: 3000, hostileLatency: 500, hostileWindowMs: 1500 }
+
+const LABELS: Record<string, string> = {
+  ws: 'bare `ws`',
+  'fastify-ws': 'bare `@fastify/websocket`',
+  portcullis: 'Portcullis full policy',
+  'portcullis-relay': 'Portcullis full policy, relay (no inspection)',
+  'socketio-polling': 'socket.io, polling only',
+  'socketio-ws': 'socket.io, websocket only (context)'
+}
+
+const started = Date.now()
+let load: LoadHandle
+let reference: { headers: Array<[string, string]>, info: Record<string, unknown> } = { headers: [], info: {} }
+
+function log (msg: string): void {
+  process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`)
+}
+
+function target (server: ServerHandle): Target {
+  return { port: server.port, serverPid: server.pid, path: WS_PATH, headers: reference.headers }
+}
+
+/** Run a load job; a job that times out or crashes the generator gets a fresh generator. */
+async function job (j: unknown, timeoutMs: number, onStep?: (step: any) => Promise<void>): Promise<any> {
+  try {
+    return await load.run(j, timeoutMs, onStep)
+  } catch (err) {
+    log(`job failed: ${(err as Error).message.split('\n')[0]}`)
+    await load.close().catch(() => {})
+    load = await startLoad()
+    throw err
+  }
+}
+
+function order<T> (list: T[], rep: number): T[] {
+  return rep % 2 === 0 ? list : [...list].reverse()
+}
+
+/**
+ * Interleaved repeats against long-lived servers (one per contender, all started up front and
+ * idle while another is measured). `measure` returns one sample per (row, rep).
+ */
+async function interleaved (contenders: string[], rows: Row[], measure: (server: ServerHandle, rep: number) => Promise<Array<{ key: string, sample: Sample }>>): Promise<void> {
+  const servers = new Map<string, ServerHandle>()
+  try {
+    for (const c of contenders) {
+      try {
+        servers.set(c, await startServer(c, { cpuProf: profile === c ? outDir : undefined }))
+      } catch (err) {
+        for (const r of rows.filter(r => r.contender === c)) r.failures.push(`server did not start: ${(err as Error).message}`)
+      }
+    }
+    for (let rep = 0; rep < config.reps; rep++) {
+      for (const c of order(contenders, rep)) {
+        const server = servers.get(c)
+        if (server === undefined) continue
+        try {
+          for (const { key, sample } of await measure(server, rep)) rows.find(r => r.key === key)?.samples.push(sample)
+        } catch (err) {
+          for (const r of rows.filter(r => r.contender === c)) r.failures.push((err as Error).message.split('\n')[0])
+        }
+      }
+    }
+  } finally {
+    for (const s of servers.values()) await s.close()
+  }
+}
+
+function rowsFor (contenders: string[], label: (c: string) => string = (c) => LABELS[c] ?? c): Row[] {
+  return contenders.map(c => ({ key: c, contender: c, label: label(c), samples: [], failures: [] }))
+}
+
+function partialParts (): string[] {
+  const parts = (reference.info.parts ?? {}) as Record<string, string>
+  return Object.entries(parts).filter(([, v]) => v === 'inline').map(([k]) => `${k} is an inline stand-in stage (plugin not landed when this ran)`)
+}
+
+function ratioCheck (sc: ScenarioResult, key: string, name: string, goal: number): TargetCheck {
+  const r = summarize(sc).find(x => x.key === key)?.ratio
+  return { name, target: `≥ ${goal.toFixed(2)}×`, value: r === undefined ? 'not measured' : `${r.median.toFixed(3)}× (${r.min.toFixed(2)}–${r.max.toFixed(2)})`, met: r === undefined ? null : r.median >= goal }
+}
+
+function scenario (id: string, title: string, metric: string, unit: string, higherIsBetter: boolean, baseline: string | null, rows: Row[]): ScenarioResult {
+  return { id, title, metric, unit, higherIsBetter, baseline, rows, notes: [], targets: [], partial: [], seconds: 0 }
+}
+
+// ── 1. handshakes ─────────────────────────────────────────────────────────────────────────────
+async function handshakes (): Promise<ScenarioResult> {
+  const contenders = ['ws', 'fastify-ws', 'portcullis']
+  const sc = scenario('handshake', '1. Handshakes — open→close cycles/s at 50 concurrent; upgrade latency at concurrency 1', 'handshakes/s', 'handshakes/s', true, 'fastify-ws', rowsFor(contenders))
+  await interleaved(contenders, sc.rows, async (server, rep) => {
+    const r = await job({ kind: 'handshake', target: target(server), concurrency: 50, warmupMs: config.warmupMs, windowMs: config.windowMs, latencyCount: config.latencyCount, latencyMaxMs: config.latencyMaxMs }, 60_000)
+    const t = r.throughput
+    return [{ key: server.contender, sample: { rep, value: t.rate, serverCpu: t.serverCpu, clientCpu: t.clientCpu, errors: t.errors + r.latency.errors, lastError: t.lastError ?? r.latency.lastError, extra: { 'p50 ms (c=1)': r.latency.p50, 'p99 ms (c=1)': r.latency.p99 } } }]
+  })
+  sc.targets.push(ratioCheck(sc, 'portcullis', 'Handshakes, full policy vs bare @fastify/websocket', 0.95))
+  sc.partial = partialParts().filter(p => !p.startsWith('inspection'))
+  sc.notes.push('Every handshake sends the same request to every contender (Origin, signed session Cookie, Sec-WebSocket-Protocol), checks the 101 and Sec-WebSocket-Accept, sends a masked close frame and waits for the server to close. Latency is connect → verified 101.')
+  return sc
+}
+
+// ── 2. echo ───────────────────────────────────────────────────────────────────────────────────
+async function echo (): Promise<ScenarioResult> {
+  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay']
+  const sc = scenario('echo', '2. Echo — messages/s, 100 connections × 10 in flight, 64-byte JSON text', 'messages/s', 'messages/s', true, 'fastify-ws',
+    rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis full policy + JSON-Schema inspection' : LABELS[c]))
+  await interleaved(contenders, sc.rows, async (server, rep) => {
+    const r = await job({ kind: 'echo', target: target(server), message: MESSAGE, conns: 100, inFlight: 10, warmupMs: config.warmupMs, windowMs: config.windowMs }, 60_000)
+    return [{ key: server.contender, sample: { rep, value: r.rate, serverCpu: r.serverCpu, clientCpu: r.clientCpu, errors: r.errors, lastError: r.lastError, extra: {} } }]
+  })
+  sc.targets.push(ratioCheck(sc, 'portcullis', 'Echo with inspection vs bare @fastify/websocket', 0.90))
+  sc.targets.push(ratioCheck(sc, 'portcullis-relay', 'Relay without inspection vs bare @fastify/websocket', 0.97))
+  sc.partial = partialParts()
+  return sc
+}
+
+// ── 3. idle memory ────────────────────────────────────────────────────────────────────────────
+async function idle (): Promise<ScenarioResult> {
+  const contenders = ['ws', 'fastify-ws', 'portcullis']
+  const sc = scenario('idle', `3. Idle memory — heap per connection at ${config.idleConns.toLocaleString('en-US')} open connections`, 'heap bytes/conn', 'bytes', false, 'fastify-ws', rowsFor(contenders))
+  for (let rep = 0; rep < config.idleReps; rep++) {
+    for (const c of order(contenders, rep)) {
+      const row = sc.rows.find(r => r.key === c) as Row
+      let server: ServerHandle | undefined
+      try {
+        // a fresh server per measurement: the baseline must not carry an earlier run's garbage
+        server = await startServer(c)
+        const s = server
+        let before = { heapUsed: 0, rss: 0, external: 0 }
+        let after = before
+        const r = await job({ kind: 'idle', target: target(s), n: config.idleConns, warm: config.idleWarm }, 120_000, async (step) => {
+          if (step.step === 'baseline') before = await s.memory()
+          if (step.step === 'loaded') after = await s.memory()
+        })
+        const n = r.opened as number
+        row.samples.push({
+          rep,
+          value: (after.heapUsed - before.heapUsed) / n,
+          serverCpu: null,
+          clientCpu: null,
+          errors: config.idleConns - n,
+          extra: { 'RSS bytes/conn': (after.rss - before.rss) / n, 'external bytes/conn': (after.external - before.external) / n, 'open ms': r.openMs }
+        })
+      } catch (err) {
+        row.failures.push((err as Error).message.split('\n')[0])
+      } finally {
+        await server?.close()
+      }
+    }
+  }
+  const sum = summarize(sc)
+  const p = sum.find(r => r.key === 'portcullis')
+  const f = sum.find(r => r.key === 'fastify-ws')
+  const delta = p !== undefined && f !== undefined && p.n > 0 && f.n > 0 ? p.median - f.median : undefined
+  sc.targets.push({ name: 'Idle heap, full policy over bare @fastify/websocket', target: '≤ +1,024 bytes/conn', value: delta === undefined ? 'not measured' : `${delta >= 0 ? '+' : ''}${fmt(delta, 0)} bytes/conn`, met: delta === undefined ? null : delta <= 1024 })
+  sc.partial = partialParts()
+  sc.notes.push('Heap and RSS are read in the server after three forced GCs, before (after a warm-up of opened and closed connections) and after opening every connection; the difference is divided by the connection count. RSS per connection includes kernel-visible buffers and is noisier.')
+  return sc
+}
+
+// ── 4. long-poll ──────────────────────────────────────────────────────────────────────────────
+async function longpoll (): Promise<ScenarioResult> {
+  const contenders = ['portcullis', 'socketio-polling', 'socketio-ws']
+  const sc = scenario('longpoll', '4. Long-poll fallback — echo messages/s and round trip, 50 clients × 1 in flight', 'echoes/s', 'messages/s', true, 'socketio-polling',
+    rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis long-poll fallback, full policy' : LABELS[c]))
+  const hasFallback = reference.info.fallback === true
+  const measured = hasFallback ? contenders : contenders.filter(c => c !== 'portcullis')
+  if (!hasFallback) sc.rows[0].failures.push('the @portcullis/fallback plugin had not landed when this ran')
+  await interleaved(measured, sc.rows, async (server, rep) => {
+    const flavor = server.contender === 'portcullis' ? 'portcullis' : server.contender
+    const r = await job({ kind: 'poll', flavor, target: target(server), message: MESSAGE, clients: 50, warmupMs: config.pollWarmupMs, windowMs: config.pollWindowMs }, 90_000)
+    return [{ key: server.contender, sample: { rep, value: r.rate, serverCpu: r.serverCpu, clientCpu: r.clientCpu, errors: r.errors, lastError: r.lastError, extra: { 'RTT p50 ms': r.p50, 'RTT p99 ms': r.p99 } } }]
+  })
+  const sum = summarize(sc)
+  sc.targets.push(ratioCheck(sc, 'portcullis', 'Long-poll echoes/s vs socket.io polling', 1.5))
+  const p = sum.find(r => r.key === 'portcullis')
+  const s = sum.find(r => r.key === 'socketio-polling')
+  const p99p = p?.extra['RTT p99 ms']
+  const p99s = s?.extra['RTT p99 ms']
+  sc.targets.push({
+    name: 'Long-poll p99 round trip vs socket.io polling',
+    target: 'lower',
+    value: typeof p99p === 'number' && typeof p99s === 'number' ? `${p99p.toFixed(2)} ms vs ${p99s.toFixed(2)} ms` : 'not measured',
+    met: typeof p99p === 'number' && typeof p99s === 'number' ? p99p < p99s : null
+  })
+  sc.partial = partialParts().filter(x => !x.startsWith('inspection'))
+  sc.notes.push('Both long-poll clients are lean keep-alive HTTP clients (node:http Agent with keepAlive): the socket.io one speaks engine.io v4 polling (one GET held, POSTs for events, pings answered), the Portcullis one speaks the fallback protocol (packages/fallback/PROTOCOL.md). A long-poll echo needs two HTTP exchanges (a send and a poll answer). The socket.io WebSocket row uses raw TCP with pre-masked frames and is there for context only.')
+  return sc
+}
+
+// ── 5. hostile headers ────────────────────────────────────────────────────────────────────────
+async function hostile (): Promise<ScenarioResult> {
+  const contenders = ['ws', 'fastify-ws', 'portcullis']
+  const variants: Array<{ variant: 'protocol' | 'headers', size: number, name: string }> = [
+    { variant: 'protocol', size: 2048, name: '2 KB malformed Sec-WebSocket-Protocol' },
+    { variant: 'protocol', size: 8192, name: '8 KB malformed Sec-WebSocket-Protocol' },
+    { variant: 'headers', size: 500, name: '500 header lines, 2 Origin lines' },
+    { variant: 'headers', size: 2000, name: '2,000 header lines, 2 Origin lines' }
+  ]
+  const rows: Row[] = []
+  for (const v of variants) for (const c of contenders) rows.push({ key: `${c}@${v.variant}${v.size}`, contender: c, label: `${LABELS[c]}: ${v.name}`, samples: [], failures: [] })
+  const sc = scenario('hostile', '5. Hostile headers — server CPU time per rejected request', 'server µs/request', 'µs', false, null, rows)
+  const reps = quick ? 1 : 2
+  const saved = config.reps
+  config.reps = reps
+  try {
+    await interleaved(contenders, sc.rows, async (server, rep) => {
+      const out: Array<{ key: string, sample: Sample }> = []
+      for (const v of variants) {
+        const r = await job({ kind: 'hostile', target: target(server), variant: v.variant, size: v.size, latencyCount: config.hostileLatency, windowMs: config.hostileWindowMs }, 60_000)
+        const statuses = Object.entries(r.statuses as Record<string, number>).map(([k, n]) => `${k === '0' ? 'dropped' : k}×${n}`).join(' ')
+        out.push({ key: `${server.contender}@${v.variant}${v.size}`, sample: { rep, value: r.serverUsPerRequest ?? NaN, serverCpu: r.serverCpu, clientCpu: r.clientCpu, errors: 0, extra: { 'latency p50 ms (c=1)': r.p50, 'latency p99 ms (c=1)': r.p99, 'request bytes': r.requestBytes, answer: statuses.replace(/×\d+/g, '') } } })
+      }
+      return out
+    })
+  } finally {
+    config.reps = saved
+  }
+  const sum = summarize(sc)
+  const us = (key: string): number | undefined => { const r = sum.find(x => x.key === key); return r === undefined || r.n === 0 ? undefined : r.median }
+  for (const v of variants.filter(x => x.size >= 2000)) {
+    const u = us(`portcullis@${v.variant}${v.size}`)
+    sc.targets.push({ name: `Portcullis rejects ${v.name}`, target: '≪ 1 ms server time', value: u === undefined ? 'not measured' : `${fmt(u, 0)} µs CPU/request`, met: u === undefined ? null : u < 1000 })
+  }
+  const lin = (a: string, b: string, factor: number, what: string): void => {
+    const x = us(a)
+    const y = us(b)
+    sc.targets.push({ name: `Linear: ${what}`, target: `cost ratio ≤ ${factor}× (input ×${factor})`, value: x === undefined || y === undefined ? 'not measured' : `${(y / x).toFixed(2)}×`, met: x === undefined || y === undefined ? null : y / x <= factor })
+  }
+  lin('portcullis@protocol2048', 'portcullis@protocol8192', 4, 'Sec-WebSocket-Protocol 2 KB → 8 KB')
+  lin('portcullis@headers500', 'portcullis@headers2000', 4, '500 → 2,000 header lines')
+  sc.partial = partialParts().filter(x => !x.startsWith('inspection'))
+  sc.notes.push('Server time is the server process\'s CPU (from /proc) over a window of back-to-back requests at concurrency 4, divided by the requests answered; it includes accepting and closing the TCP connection. Latency is what the client saw at concurrency 1. The bare contenders have no origin policy: the 2-Origin request is upgraded (101) there, so their rows measure an accepted handshake, not a rejection. Every request stays under Node\'s 16 KB header limit so it reaches the application.')
+  return sc
+}
+
+async function main (): Promise<void> {
+  mkdirSync(outDir, { recursive: true })
+  log(`${mode} run: ${only.join(', ')}; pinning ${hasTaskset() ? 'server → core 0, load → core 1 (taskset)' : 'unavailable (no taskset)'}`)
+  load = await startLoad()
+  // the reference request headers and the Portcullis build come from a Portcullis server, so
+  // every contender receives the same bytes (same Origin, same cookie, same subprotocol)
+  const probe = await startServer('portcullis')
+  reference = { headers: probe.clientHeaders, info: probe.info }
+  await probe.close()
+  log(`Portcullis parts: ${JSON.stringify(reference.info.parts)}`)
+
+  const runners: Record<string, () => Promise<ScenarioResult>> = { handshake: handshakes, echo, idle, longpoll, hostile }
+  const scenarios: ScenarioResult[] = []
+  try {
+    for (const id of ALL) {
+      if (!only.includes(id)) continue
+      const t0 = Date.now()
+      log(`scenario ${id}`)
+      const sc = await runners[id]()
+      sc.seconds = (Date.now() - t0) / 1000
+      scenarios.push(sc)
+      process.stderr.write('\n' + scenarioMarkdown(sc) + '\n\n')
+    }
+  } finally {
+    await load.close()
+  }
+
+  const run: RunResult = {
+    version: 1,
+    date: new Date().toISOString(),
+    mode,
+    seconds: (Date.now() - started) / 1000,
+    machine: { ...machine() },
+    versions: {
+      node: process.version,
+      fastify: version('fastify'),
+      '@fastify/websocket': version('@fastify/websocket'),
+      ws: version('ws'),
+      'socket.io': version('socket.io')
+    },
+    pinning: hasTaskset() ? 'Server pinned to core 0 and load generator to core 1 with taskset' : 'No taskset: processes not pinned',
+    portcullis: reference.info,
+    config: { ...config, only },
+    scenarios
+  }
+  const md = runMarkdown(run)
+  if (!flag('no-write')) {
+    const stamp = run.date.slice(0, 16).replace(/[:T]/g, '-')
+    writeFileSync(`${outDir}/${stamp}-${mode}.json`, JSON.stringify(run, null, 2) + '\n')
+    writeFileSync(`${outDir}/${stamp}-${mode}.md`, md + '\n')
+    writeFileSync(`${outDir}/latest-${mode}.json`, JSON.stringify(run, null, 2) + '\n')
+    writeFileSync(`${outDir}/latest-${mode}.md`, md + '\n')
+    log(`wrote ${outDir}/${stamp}-${mode}.{json,md} and latest-${mode}.{json,md}`)
+  }
+  if (flag('update-docs')) updateDocs(md)
+  const missed = scenarios.flatMap(s => s.targets.filter(t => t.met === false).map(t => t.name))
+  log(`done in ${Math.round(run.seconds)} s; targets missed: ${missed.length === 0 ? 'none' : missed.join('; ')}`)
+  const failed = scenarios.flatMap(s => s.rows.filter(r => r.samples.length === 0 && r.failures.length > 0 && !r.failures[0].includes('had not landed')))
+  if (failed.length > 0) {
+    log(`rows with no sample: ${failed.map(r => `${r.key} (${r.failures[0]})`).join('; ')}`)
+    process.exitCode = 1
+  }
+}
+
+/** Replace the generated block of docs/BENCHMARKS.md with this run's tables. */
+function updateDocs (md: string): void {
+  const file = new URL('docs/BENCHMARKS.md', root)
+  const start = '<!-- bench:results:start -->'
+  const end = '<!-- bench:results:end -->'
+  const doc = readFileSync(file, 'utf8')
+  const a = doc.indexOf(start)
+  const b = doc.indexOf(end)
+  if (a === -1 || b === -1) throw new Error('docs/BENCHMARKS.md has no bench:results markers')
+  writeFileSync(file, doc.slice(0, a + start.length) + '\n\n' + md.replace(/^## /m, '### ').replace(/^### (\d)/gm, '#### $1') + '\n' + doc.slice(b))
+  log('updated docs/BENCHMARKS.md')
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})

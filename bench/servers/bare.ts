@@ -1,0 +1,48 @@
+/**
+ * The bare contenders: `ws` on a plain node:http server, and Fastify with `@fastify/websocket`.
+ * Both run the same echo handler as the Portcullis server, and nothing else.
+ */
+import { createServer, type Server } from 'node:http'
+import Fastify from 'fastify'
+import fastifyWebsocket from '@fastify/websocket'
+import { WebSocketServer, type WebSocket, type RawData } from 'ws'
+import { WS_PATH } from '../lib/fixture.js'
+import type { BenchServer } from './types.js'
+import { version } from '../lib/meta.js'
+
+/** Echo each message back with the opcode it came with (text stays text). */
+export function echo (socket: WebSocket): void {
+  socket.on('message', (data: RawData, isBinary: boolean) => socket.send(data, { binary: isBinary }))
+}
+
+export async function startWs (): Promise<BenchServer> {
+  const server: Server = createServer((_req, res) => { res.statusCode = 404; res.end() })
+  const wss = new WebSocketServer({ server, path: WS_PATH })
+  wss.on('connection', echo)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const addr = server.address()
+  if (addr === null || typeof addr === 'string') throw new Error('no address')
+  return {
+    port: addr.port,
+    info: { stack: `ws ${version('ws')}` },
+    close: async () => {
+      for (const c of wss.clients) c.terminate()
+      wss.close()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}
+
+export async function startFastifyWs (): Promise<BenchServer> {
+  const app = Fastify({ logger: false })
+  await app.register(fastifyWebsocket)
+  app.get(WS_PATH, { websocket: true }, (socket) => echo(socket))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const addr = app.server.address()
+  if (addr === null || typeof addr === 'string') throw new Error('no address')
+  return {
+    port: addr.port,
+    info: { stack: `fastify ${app.version} + @fastify/websocket ${version('@fastify/websocket')}` },
+    close: () => app.close()
+  }
+}
