@@ -152,7 +152,7 @@ t.test('invalid plugin options throw a named error', async (t) => {
   ] as const) {
     const app = Fastify()
     await app.register(portcullis)
-    await t.rejects(app.register(fallback, opts as never).ready(), { code: 'PORTCULLIS_FALLBACK_INVALID_OPTION', message: re })
+    await t.rejects(async () => { await app.register(fallback, opts as never); await app.ready() }, { code: 'PORTCULLIS_FALLBACK_INVALID_OPTION', message: re })
     await app.close().catch(() => {})
   }
 })
