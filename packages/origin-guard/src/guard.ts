@@ -49,21 +49,23 @@ export class OriginPolicy {
 
     const origin = ctx.origin as string
     let how: MatchKind
-    // Fast path: the list holds canonical serializations only, so a hit is also a valid header.
+    // Fast paths: the list holds canonical serializations only, and so does selfOrigin (memoized
+    // per Host), so a hit is also a well-formed header and needs no parsing.
     if (this.matcher.exact.has(origin)) {
       how = 'list'
+    } else if (this.matcher.self && origin === selfOrigin(ctx.scheme, ctx.host)) {
+      how = 'self'
     } else {
       const parsed = tryParseOrigin(origin)
       if (parsed === undefined) return MALFORMED
-      if (this.matcher.matchesList(parsed)) how = 'list'
-      else if (this.matcher.self && !parsed.opaque && parsed.serialized === selfOrigin(ctx.scheme, ctx.host)) how = 'self'
-      else return NOT_ALLOWED
+      if (!this.matcher.matchesList(parsed)) return NOT_ALLOWED
+      how = 'list'
     }
 
     if (site !== undefined) {
       // The browser says cross-site, but only our Host-derived `self` allowed it: the Host or the
       // forwarded headers were rewritten on the way (or trustProxy trusts too much). Refuse.
-      if (site === 'cross-site' && how === 'self') return CROSS_SITE
+      if (site === 'cross-site' && how === 'self' && !this.#listed(origin)) return CROSS_SITE
       // A navigation or a no-cors request is never a WebSocket or fallback request (those are
       // made by script: modes websocket / cors / same-origin), yet it carries SameSite=Lax cookies.
       if (site !== 'same-origin' && site !== 'none') {
@@ -74,6 +76,11 @@ export class OriginPolicy {
     return how
   }
 
+  #listed (origin: string): boolean {
+    const parsed = tryParseOrigin(origin)
+    return parsed !== undefined && this.matcher.matchesList(parsed)
+  }
+
   #missing (ctx: ConnectionContext, site: FetchSite | undefined): Denial | Allowed {
     if (site !== undefined) {
       // Browsers omit Origin on same-origin GET/HEAD fetches (Fetch §3.1 "append a request Origin
@@ -82,8 +89,7 @@ export class OriginPolicy {
         const self = selfOrigin(ctx.scheme, ctx.host)
         if (self === undefined) return NOT_ALLOWED
         if (this.matcher.self) return 'self'
-        const parsed = tryParseOrigin(self)
-        return parsed !== undefined && this.matcher.matchesList(parsed) ? 'list' : NOT_ALLOWED
+        return this.#listed(self) ? 'list' : NOT_ALLOWED
       }
       // Any other Sec-Fetch-Site is a browser request without Origin: a navigation, an
       // <img>, a cross-site GET. `missing: 'allow'` is for non-browser clients, not for these.
