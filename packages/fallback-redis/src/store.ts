@@ -40,6 +40,9 @@ const scriptSources = {
 } as const
 const SESSION_KEYS = 3
 
+/** Told of every revocation published on any node (this one included). */
+export type RevocationListener = (sessionId: string, code: number, reason: string) => void
+
 interface Watcher { token: string, wake: (reason: WakeReason) => void }
 interface SendWait { target: number, done: boolean, resolve: (delivered: boolean) => void }
 interface Owned { delivered: number, draining: boolean, again: boolean }
@@ -74,6 +77,7 @@ export class RedisStore implements FallbackStore {
   readonly #orphans = new Set<string>()
   readonly #watchers = new Map<string, Watcher>()
   readonly #sends = new Map<string, SendWait[]>()
+  readonly #revocationListeners = new Set<RevocationListener>()
 
   constructor (opts: RedisStoreOptions) {
     validate(opts)
@@ -93,6 +97,21 @@ export class RedisStore implements FallbackStore {
   /** Sessions this node runs the handler of (for tests and stats). */
   get ownedSessions (): number {
     return this.#owned.size
+  }
+
+  /** True between a successful `start` and `stop`. */
+  get started (): boolean {
+    return this.#node !== undefined && !this.#stopped
+  }
+
+  /**
+   * Listen to revocations from every node, besides the `StoreNode` the fallback gives `start`
+   * (the Fastify plugin uses it to apply revocations through `@portcullis/cookie-session`).
+   * Returns an unsubscribe function.
+   */
+  onRevocation (listener: RevocationListener): () => void {
+    this.#revocationListeners.add(listener)
+    return () => { this.#revocationListeners.delete(listener) }
   }
 
   async start (node: StoreNode): Promise<void> {
@@ -462,10 +481,12 @@ export class RedisStore implements FallbackStore {
   #revocation (id: string, sessionId: string, code: number, reason: string): void {
     if (typeof id !== 'string' || compareIds(id, this.#lastRevocation) <= 0) return
     this.#lastRevocation = id
-    try {
-      this.#node?.revocation(sessionId, code, reason)
-    } catch (err) {
-      this.#log.error({ err }, 'portcullis: revocation handler failed')
+    for (const fn of [this.#node?.revocation, ...this.#revocationListeners]) {
+      try {
+        fn?.(sessionId, code, reason)
+      } catch (err) {
+        this.#log.error({ err }, 'portcullis: revocation handler failed')
+      }
     }
   }
 

@@ -46,3 +46,18 @@ export interface RedisStoreOptions {
   /** Where the store logs connection trouble. Default: nothing. The fallback plugin passes its own. */
   logger?: StoreLogger
 }
+
+/**
+ * Options of the Fastify plugin: either a `RedisStore` you built, or the store's options (then
+ * the plugin builds it, logging through Fastify's logger).
+ */
+export interface FallbackRedisOptions extends Partial<RedisStoreOptions> {
+  /** A store you built (e.g. to share it with code outside Fastify). Default: built from the other options. */
+  store?: import('./store.js').RedisStore
+}
+
+/** `fastify.portcullisRedis`. */
+export interface PortcullisRedis {
+  /** Pass it to `@portcullis/fallback`: `app.register(fallback, { store: app.portcullisRedis.store })`. */
+  readonly store: import('./store.js').RedisStore
+}
