@@ -8,7 +8,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import {
   parseOrigin, tryParseOrigin, serializeOrigin, normalizeOriginEntry, OriginMatcher, MAX_ORIGIN_LENGTH
-} from '../packages/origin-guard/src/origin.js'
+} from '../packages/origin-guard/src/index.js'
 import { params, hostileString, growth, CANARY } from './load/properties.js'
 
 const label = fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789'.split('')), minLength: 1, maxLength: 12 })

@@ -4,8 +4,8 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { parseProtocolHeader, ProtocolHeaderError, isToken, selectProtocol, defaultHeaderLimits } from '../packages/subprotocols/src/header.js'
-import { parseStompFrames, StompSyntaxError, CLIENT_COMMANDS } from '../packages/subprotocols/src/stomp-frame.js'
+import { parseProtocolHeader, ProtocolHeaderError, isToken, selectProtocol, defaultHeaderLimits } from '../packages/subprotocols/src/index.js'
+import { parseStompFrames, StompSyntaxError, CLIENT_COMMANDS } from '../packages/subprotocols/src/index.js'
 import { params, hostileString, growth, CANARY } from './load/properties.js'
 
 const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".split('')
