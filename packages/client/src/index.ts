@@ -107,7 +107,8 @@ export class PortcullisSocket extends EventTarget {
     clearTimeout(this.#timer)
     if (this.#state >= CLOSING) return
     this.#state = CLOSING
-    if (this.#conn === undefined) this.#end(code ?? 1005, reason, true)
+    // between reconnect attempts: nothing to close, but the event is still asynchronous
+    if (this.#conn === undefined) setTimeout(() => this.#end(code ?? 1005, reason, true))
     else this.#conn.close(code, reason)
   }
 

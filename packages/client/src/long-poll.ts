@@ -51,6 +51,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   let outbox: Outgoing[] = []
   let sending = false
   let closing: [number | undefined, string] | undefined
+  let closeSent = false
 
   function request (path: string, body?: unknown, signal: AbortSignal | undefined = abort.signal): Promise<Answer> {
     const headers: Record<string, string> = { 'x-portcullis-fallback': '1', ...o.headers }
@@ -150,11 +151,14 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     if (closing !== undefined) sendClose()
   }
 
+  // The close handshake: the server echoes the close (§8); the event follows its answer, as a
+  // WebSocket's follows the peer's close frame. A lost answer still ends the socket.
   function sendClose (): void {
-    if (done || closing === undefined) return
+    if (done || closing === undefined || closeSent) return
+    closeSent = true
     const [code, reason] = closing
-    request('close', code === undefined ? {} : { code, reason }, undefined).catch(() => {})
-    finish(code ?? 1005, reason, true)
+    const end = (): void => finish(code ?? 1005, reason, true)
+    request('close', code === undefined ? {} : { code, reason }, undefined).then(end, end)
   }
 
   request('open', { protocols }).then((a) => {
