@@ -49,6 +49,9 @@ async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOp
   })
 
   if (options.cors === false) return
+  if (fastify.hasRequestDecorator('corsPreflightEnabled')) {
+    throw new PORTCULLIS_ORIGIN_INVALID_OPTION('@fastify/cors is already registered on this instance: pass cors: false and call corsOptionsFor(request) first in your own CORS delegator')
+  }
   const cors = { ...corsDefaults, ...(options.cors === true ? {} : options.cors) }
   const allowed: FastifyCorsOptions = Object.freeze({
     // reflect the request's Origin: it has just passed the route's own matcher

@@ -157,3 +157,11 @@ t.test('cors: false registers no CORS, and corsOptionsFor serves an app\'s own @
   t.equal((await app.inject(preflight('https://evil.example'))).headers['access-control-allow-origin'], undefined)
   t.equal((await app.inject({ method: 'POST', url: '/api', headers: { origin: 'https://partner.example' }, payload: {} })).headers['access-control-allow-origin'], 'https://partner.example')
 })
+
+t.test('an app that already registered @fastify/cors is told to use cors: false', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close().catch(() => {}))
+  await app.register(portcullis)
+  await app.register(fastifyCors, { origin: false })
+  await t.rejects(async () => app.register(originGuard), { code: 'PORTCULLIS_ORIGIN_INVALID_OPTION', message: /cors: false.*corsOptionsFor/ })
+})
