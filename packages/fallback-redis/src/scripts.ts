@@ -176,7 +176,8 @@ if ack > acked then
   for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', ack .. '-0')) do freed = freed + tonumber(e[2][6]) end
   redis.call('XTRIM', KEYS[2], 'MINID', (ack + 1) .. '-0')
   redis.call('HSET', KEYS[1], 'outAck', ack)
-  redis.call('HINCRBY', KEYS[1], 'outBytes', -freed)
+  -- (never HINCRBY by -0: Lua prints it as "-0", which Redis refuses)
+  if freed > 0 then redis.call('HINCRBY', KEYS[1], 'outBytes', -freed) end
   acked = ack
 end
 local entries = redis.call('XRANGE', KEYS[2], '(' .. acked .. '-0', '+', 'COUNT', tonumber(ARGV[4]))
