@@ -104,7 +104,7 @@ t.test('isToken accepts exactly the RFC 7230 tchar set', async (t) => {
 // Properties: whatever the client sends, the parser answers a list of tokens or throws its own
 // SyntaxError; the error message never carries the client's text.
 const MARK = 'QZJ'
-const headerish = fc.stringMatching(/^[a-zA-Z0-9 ,\t.;"\u00e9\u0000-]{0,80}$/)
+const headerish = fc.string({ unit: fc.constantFrom('a', 'Z', '0', ' ', ',', '\t', '.', ';', '"', '\u00e9', '\u0000', '-'), maxLength: 80 })
 
 t.test('property: never throws anything but ProtocolHeaderError, never echoes input', async (t) => {
   fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 200 }), headerish, fc.string({ unit: 'binary', maxLength: 100 })), (raw) => {
@@ -133,7 +133,7 @@ t.test('property: any list of distinct tokens joined with OWS and commas round-t
 
 t.test('property: selection is always one of the route\'s names and one the client offered', async (t) => {
   const name = fc.constantFrom('a', 'b', 'c', 'd', 'chat.v1', 'chat.v0')
-  fc.assert(fc.property(fc.uniqueArray(name), fc.uniqueArray(name, { minLength: 1 }), (offered, accept) => {
+  fc.assert(fc.property(fc.uniqueArray(name), fc.uniqueArray(name, { minLength: 1 }), (offered: string[], accept: string[]) => {
     const chosen = selectProtocol(offered, accept)
     if (chosen === undefined) return !accept.some(a => offered.includes(a))
     return accept.includes(chosen) && offered.includes(chosen) && accept.findIndex(a => offered.includes(a)) === accept.indexOf(chosen)

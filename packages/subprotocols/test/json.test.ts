@@ -193,7 +193,10 @@ t.test('the same guard protects a long-poll socket fed with strings (the fallbac
     const d = await app.wsPolicy.route('/chat')!.evaluate(request, 'long-poll', 'chat.v1')
     if (!d.allowed) return { denied: d.denial.code }
     const socket = Object.assign(new EventEmitter(), {
-      readyState: 1, protocol: d.state.protocol ?? '', bufferedAmount: 0, closes: [] as unknown[],
+      readyState: 1,
+      protocol: d.state.protocol ?? '',
+      bufferedAmount: 0,
+      closes: [] as unknown[],
       send () {},
       close (code: number, reason: string) { socket.closes.push([code, reason]) },
       terminate () {}

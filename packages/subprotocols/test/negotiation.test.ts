@@ -178,7 +178,7 @@ t.test('registry names must be RFC 7230 tokens, checked at startup', async (t) =
     const app = Fastify()
     t.teardown(() => app.close())
     await app.register(portcullis, { defaults: { origin: false } })
-    await t.rejects(app.register(subprotocols, { protocols: { [name]: json() } }).ready(), { code: 'PORTCULLIS_SUBPROTOCOL_INVALID_NAME' }, JSON.stringify(name.slice(0, 20)))
+    await t.rejects(async () => { await app.register(subprotocols, { protocols: { [name]: json() } }); await app.ready() }, { code: 'PORTCULLIS_SUBPROTOCOL_INVALID_NAME' }, JSON.stringify(name.slice(0, 20)))
   }
 })
 
@@ -210,9 +210,9 @@ t.test('bad plugin options fail registration with a named error', async (t) => {
     const app = Fastify()
     t.teardown(() => app.close())
     await app.register(portcullis, { defaults: { origin: false } })
-    await t.rejects(app.register(subprotocols, opts as never).ready(), { code: 'PORTCULLIS_SUBPROTOCOL_INVALID_OPTION' }, JSON.stringify(opts))
+    await t.rejects(async () => { await app.register(subprotocols, opts as never); await app.ready() }, { code: 'PORTCULLIS_SUBPROTOCOL_INVALID_OPTION' }, JSON.stringify(opts))
   }
   const alone = Fastify()
   t.teardown(() => alone.close())
-  await t.rejects(alone.register(subprotocols).ready(), /@portcullis\/policy/, 'needs the core first')
+  await t.rejects(async () => { await alone.register(subprotocols); await alone.ready() }, /@portcullis\/policy/, 'needs the core first')
 })
