@@ -74,23 +74,31 @@ end
 `
 
 /**
- * KEYS: meta, out, in. ARGV: prefix, sid, node, ip, idn, rec, lastSeen, ttl, total, perIp, perIdentity.
- * Returns ok | total | ip | identity | exists.
+ * KEYS: meta, out, in. ARGV: prefix, sid, node, ip, idn, rec, lastSeen, ttl, total, perIp,
+ * perIdentity, nodeTtl, candidate epoch. Returns { ok | total | ip | identity | exists, epoch }.
+ * Also beats for the owner and reads the epoch: right after a Redis restart, a session opened
+ * before the owner's next heartbeat must neither look orphaned nor be mistaken for a lost one.
  */
 export const CREATE = prelude + `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local t = now()
-local ks = countKeys(ARGV[4], ARGV[5])
-for _, k in ipairs(ks) do redis.call('ZREMRANGEBYSCORE', k, '-inf', t) end
-if tonumber(ARGV[9]) > 0 and redis.call('ZCARD', ks[1]) >= tonumber(ARGV[9]) then return 'total' end
-if tonumber(ARGV[10]) > 0 and redis.call('ZCARD', ks[2]) >= tonumber(ARGV[10]) then return 'ip' end
-if ks[3] and tonumber(ARGV[11]) > 0 and redis.call('ZCARD', ks[3]) >= tonumber(ARGV[11]) then return 'identity' end
-redis.call('HSET', KEYS[1], 'rec', ARGV[6], 'node', ARGV[3], 'ip', ARGV[4], 'idn', ARGV[5],
-  'ttl', ARGV[8], 'lastSeen', ARGV[7], 'state', 'open', 'lastSeq', 0, 'outAck', 0, 'outBytes', 0,
-  'inAck', 0, 'inDone', 0)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]))
-score(ARGV[2], tonumber(ARGV[8]))
-return 'ok'
+redis.call('SET', P .. 'node:' .. ARGV[3], '1', 'PX', tonumber(ARGV[12]))
+redis.call('SET', P .. 'epoch', ARGV[13], 'NX')
+local epoch = redis.call('GET', P .. 'epoch')
+local function create ()
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+  local t = now()
+  local ks = countKeys(ARGV[4], ARGV[5])
+  for _, k in ipairs(ks) do redis.call('ZREMRANGEBYSCORE', k, '-inf', t) end
+  if tonumber(ARGV[9]) > 0 and redis.call('ZCARD', ks[1]) >= tonumber(ARGV[9]) then return 'total' end
+  if tonumber(ARGV[10]) > 0 and redis.call('ZCARD', ks[2]) >= tonumber(ARGV[10]) then return 'ip' end
+  if ks[3] and tonumber(ARGV[11]) > 0 and redis.call('ZCARD', ks[3]) >= tonumber(ARGV[11]) then return 'identity' end
+  redis.call('HSET', KEYS[1], 'rec', ARGV[6], 'node', ARGV[3], 'ip', ARGV[4], 'idn', ARGV[5],
+    'ttl', ARGV[8], 'lastSeen', ARGV[7], 'state', 'open', 'lastSeq', 0, 'outAck', 0, 'outBytes', 0,
+    'inAck', 0, 'inDone', 0)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]))
+  score(ARGV[2], tonumber(ARGV[8]))
+  return 'ok'
+end
+return { create(), epoch }
 `
 
 /** KEYS: meta, out, in. ARGV: prefix, sid, linger. The record (after the owner check) or nil. */

@@ -141,6 +141,8 @@ export class RedisStore implements FallbackStore {
     this.#cmd.defineCommand('pcHeartbeat', { numberOfKeys: 0, lua: S.HEARTBEAT })
     this.#cmd.defineCommand('pcRevoke', { numberOfKeys: 0, lua: S.REVOKE })
     this.#cmd.on('error', (err: Error) => this.#connectionError('command', err))
+    // Reconnected: beat at once (epoch check, liveness) instead of at the next tick.
+    this.#cmd.on('ready', () => { if (this.#epoch !== undefined) this.#tick().catch(() => {}) })
     this.#sub.on('error', (err: Error) => this.#connectionError('subscriber', err))
     this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message))
     this.#sub.on('ready', () => this.#onSubscriberReady())
@@ -197,8 +199,10 @@ export class RedisStore implements FallbackStore {
       createdAt: rec.createdAt,
       ttlMs: rec.ttlMs
     })
-    const r = await this.#script('pcCreate', rec.sid, rec.node, rec.ip, rec.identityId ?? '', binding,
-      rec.createdAt, rec.ttlMs, limits.total, limits.perIp, limits.perIdentity) as string
+    const [r, epoch] = await this.#script('pcCreate', rec.sid, rec.node, rec.ip, rec.identityId ?? '', binding,
+      rec.createdAt, rec.ttlMs, limits.total, limits.perIp, limits.perIdentity, this.#opts.nodeTtlMs,
+      randomBytes(12).toString('base64url')) as [string, string]
+    this.#epochSeen(epoch)
     if (r === 'exists') throw new Error('fallback session id collision')
     if (r === 'ok' && rec.node === this.nodeId) this.#owned.set(rec.sid, { delivered: 0, draining: false, again: false })
     return r as CreateResult
@@ -513,6 +517,10 @@ export class RedisStore implements FallbackStore {
     const epoch = await this.#run((cmd as unknown as Record<string, (...a: unknown[]) => Promise<string>>)
       .pcHeartbeat(this.#opts.keyPrefix, this.nodeId, this.#opts.nodeTtlMs, candidate))
     this.#lastBeat = Date.now()
+    this.#epochSeen(epoch)
+  }
+
+  #epochSeen (epoch: string): void {
     if (this.#epoch !== undefined && epoch !== this.#epoch) {
       // Redis restarted without its data (or failed over to an empty replica): every session and
       // queue is gone. Close what this node runs, loudly; clients reconnect.

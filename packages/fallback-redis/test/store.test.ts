@@ -274,3 +274,30 @@ t.test('start fails with 503 when Redis cannot be reached, and an ioredis instan
   await store.stop()
   t.equal(client.status, 'ready', 'the app\'s own client is left open')
 })
+
+t.test('a session opened right after a Redis restart, before the next heartbeat, is neither given up nor taken for orphaned', async (t) => {
+  const redis = await startRedis(t)
+  const keyPrefix = prefix()
+  const a = await startedStore(t, { redis: redis.url, keyPrefix, nodeTtlMs: 3000 })
+  const b = await startedStore(t, { redis: redis.url, keyPrefix, nodeTtlMs: 3000 })
+  const old = newRecord(b.store.nodeId)
+  await b.store.create(old, noLimits)
+  await redis.restart()
+  // retry until b's command connection is back
+  let fresh = newRecord(b.store.nodeId)
+  for (let i = 0; i < 50; i++) {
+    try {
+      t.equal(await b.store.create(fresh, noLimits), 'ok')
+      break
+    } catch {
+      fresh = newRecord(b.store.nodeId)
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+  t.same(b.node.closes, [{ sid: old.sid, close: { code: 1011, reason: 'store unavailable' } }], 'the lost session is given up at once')
+  const r = await a.store.readOutbound(fresh.sid, 0, limits)
+  t.same(r.found && r.close, undefined, 'the new session is open on every node')
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.equal(b.node.closes.length, 1, 'the next heartbeats leave the new session alone')
+  t.equal(b.store.ownedSessions, 1)
+})
