@@ -78,7 +78,8 @@ async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOp
  * itself is never subject to CORS.
  */
 function corsAllowed (request: FastifyRequest, contextOf: (route: string) => ConnectionContext): boolean {
-  if (request.headers.origin === undefined || request.ws) return false
+  // `request.ws` is @fastify/websocket's decoration (registered by the core)
+  if (request.headers.origin === undefined || (request as { ws?: boolean }).ws === true) return false
   const route = protectedRouteOf(request)
   if (route === undefined) return false
   const policy = route.compiled('origin')
