@@ -125,3 +125,26 @@ export async function protectedApp (opts: ProtectedAppOptions = {}): Promise<Pro
     cookieFor: (user) => `sid=${encodeURIComponent(app.signCookie(user))}`
   }
 }
+
+/**
+ * Records every `unhandledRejection`, `uncaughtException` and `warning` of the process while
+ * armed, so a fault test can assert that none fired. `stop()` removes the listeners.
+ */
+export function watchProcess (): { rejections: unknown[], exceptions: unknown[], warnings: string[], stop: () => void } {
+  const seen = { rejections: [] as unknown[], exceptions: [] as unknown[], warnings: [] as string[] }
+  const onRejection = (reason: unknown): void => { seen.rejections.push(reason) }
+  const onException = (err: unknown): void => { seen.exceptions.push(err) }
+  // MaxListenersExceededWarning and friends point at leaked listeners
+  const onWarning = (w: Error): void => { seen.warnings.push(`${w.name}: ${w.message}`) }
+  process.on('unhandledRejection', onRejection)
+  process.on('uncaughtException', onException)
+  process.on('warning', onWarning)
+  return {
+    ...seen,
+    stop () {
+      process.removeListener('unhandledRejection', onRejection)
+      process.removeListener('uncaughtException', onException)
+      process.removeListener('warning', onWarning)
+    }
+  }
+}
