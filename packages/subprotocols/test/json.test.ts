@@ -1,10 +1,13 @@
 import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import { Ajv } from 'ajv'
+import fc from 'fast-check'
+import secureJsonParse from 'secure-json-parse'
 import type WebSocket from 'ws'
 import type { PortcullisSocket } from '@portcullis/policy'
 import { protoApp } from './helpers.js'
 import { json, parsedMessage, type SubprotocolsOptions } from '../src/index.js'
+import { parseJsonSecure } from '../src/json.js'
 import { listen, wsOpen, nextMessages, closed } from '../../../test/helpers/index.js'
 
 const chatSchema = {
@@ -210,4 +213,26 @@ t.test('the same guard protects a long-poll socket fed with strings (the fallbac
   })
   const res = await app.inject('/open')
   t.same(res.json(), { protocol: 'chat.v1', seen: [['{"text":"ok"}', { text: 'ok' }]], closes: [[1009, 'message too big']] })
+})
+
+t.test('property: the fast path answers exactly what secure-json-parse answers', async (t) => {
+  const key = fc.constantFrom('a', 'text', '__proto__', 'constructor', 'prototype', '\\u005f_proto__', 'c\\u006fnstructor', '__pro\\u0074o__')
+  const leaf = fc.oneof(fc.integer(), fc.string({ maxLength: 5 }).map(s => JSON.stringify(s)), fc.constant('null'))
+  const value: fc.Arbitrary<string> = fc.letrec<{ v: string }>(tie => ({
+    v: fc.oneof({ depthSize: 'small' },
+      leaf,
+      fc.array(fc.tuple(key, tie('v')), { maxLength: 4 }).map(kv => `{${kv.map(([k, v]) => `"${k}":${v}`).join(',')}}`),
+      fc.array(tie('v'), { maxLength: 3 }).map(a => `[${a.join(',')}]`))
+  })).v
+  const outcome = (fn: () => unknown): string => {
+    try {
+      return `ok ${JSON.stringify(fn())}`
+    } catch (err) {
+      return `throws ${(err as Error).message === 'Object contains forbidden prototype property' ? 'forbidden' : 'syntax'}`
+    }
+  }
+  fc.assert(fc.property(fc.oneof(value, value.map(v => '\ufeff' + v), fc.string({ maxLength: 40 })), (text) =>
+    outcome(() => parseJsonSecure(text)) === outcome(() => secureJsonParse(text, null, { protoAction: 'error', constructorAction: 'error' }))
+  ), { numRuns: 3000 })
+  t.pass('3000 runs')
 })
