@@ -22,7 +22,7 @@ const MISSING_VALUES = new Set(['deny', 'allow'])
 
 /** The methods and request headers the long-poll fallback uses (see `@portcullis/fallback`). */
 const FALLBACK_METHODS = Object.freeze(['GET', 'POST'])
-const FALLBACK_HEADERS = Object.freeze(['content-type', 'x-portcullis-fallback', 'x-portcullis-sid'])
+const FALLBACK_HEADERS = Object.freeze(['content-type', 'x-portcullis-fallback', 'x-portcullis-sid', 'x-portcullis-ack', 'x-portcullis-protocol'])
 const NO_CORS: FastifyCorsOptions = Object.freeze({ origin: false })
 
 async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOptions): Promise<void> {

@@ -47,7 +47,7 @@ t.test('a preflight from an allowed origin gets the CORS answer from the same li
     'access-control-allow-origin': 'https://app.example.com',
     'access-control-allow-credentials': 'true',
     'access-control-allow-methods': 'GET, POST',
-    'access-control-allow-headers': 'content-type, x-portcullis-fallback, x-portcullis-sid',
+    'access-control-allow-headers': 'content-type, x-portcullis-fallback, x-portcullis-sid, x-portcullis-ack, x-portcullis-protocol',
     'access-control-max-age': '600'
   })
   t.match(res.headers.vary, /Origin/)
