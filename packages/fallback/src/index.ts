@@ -46,8 +46,11 @@ const ZERO_OK = new Set(['maxSessionsPerIdentity', 'maxSessionsPerIp', 'maxSessi
 /** Node's timers hold at most 2^31 − 1 ms. */
 const MAX_TIMER = 2 ** 31 - 1
 
-/** `open` and `close` bodies are tiny; they never get the send body limit. */
-const OPEN_BODY_LIMIT = 4096
+/**
+ * `open` and `close` bodies are small; they never get the send body limit. 16 KiB for `open`
+ * leaves room for an offer the subprotocol stage refuses by its own caps (4096 by default).
+ */
+const OPEN_BODY_LIMIT = 16 * 1024
 const CLOSE_BODY_LIMIT = 1024
 
 type Kind = 'open' | 'poll' | 'send' | 'close'
@@ -301,9 +304,15 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       if (kind !== 'poll' && !isJsonContentType(request.headers['content-type'])) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
       if (kind === 'open') return
 
+      // Browsers cannot send Sec-* headers from script (Fetch "forbidden request-header"); the
+      // offer of a fallback request is X-Portcullis-Protocol only, never a WebSocket header.
+      if (request.headers['sec-websocket-protocol'] !== undefined) return badRequest(reply, new SyntaxError('Sec-WebSocket-Protocol is not a fallback header'))
       // The policy sees only the request (origin, cookies, the repeated protocol), never whether
-      // the id exists, so its answer cannot tell a live id from a dead one.
-      const decision = await route.evaluate(request, 'long-poll', headerValue(request.headers['x-portcullis-protocol']))
+      // the id exists, so its answer cannot tell a live id from a dead one. `resumed` tells
+      // stages that count new connections (per-identity limits) that this one was counted at open.
+      const ctx = policy.context(request, 'long-poll', route.url, headerValue(request.headers['x-portcullis-protocol']))
+      ctx.state.resumed = true
+      const decision = await policy.evaluate(ctx, route)
       if (!decision.allowed) return replyDenial(reply, decision.denial)
       const sid = request.headers['x-portcullis-sid']
       const record = isSid(sid) ? await store.get(sid) : undefined

@@ -10,9 +10,13 @@ import type { CloseFrame, InboundFrame } from './store.js'
 export const SID_BYTES = 24
 export const SID_LENGTH = 32
 
-/** At most this many offered protocols at open, each at most this long. */
-export const MAX_PROTOCOLS = 32
-export const MAX_PROTOCOL_LENGTH = 128
+/**
+ * At most this many offered protocols at open, each at most this long: loose shape caps only (the
+ * body limit bounds the total). The subprotocol stage applies its own, tighter header caps to the
+ * joined offer, so a too-long or too-many offer gets the same code on both doors.
+ */
+export const MAX_PROTOCOLS = 256
+export const MAX_PROTOCOL_LENGTH = 8192
 
 /** Close reasons are at most 123 UTF-8 bytes (RFC 6455 §5.5: 125-byte control payload − 2-byte code). */
 export const MAX_CLOSE_REASON_BYTES = 123
