@@ -1,19 +1,41 @@
-// Placeholder flagship example (the chat app replaces it): one protected WebSocket echo route.
-import Fastify from 'fastify'
-import portcullis from '@portcullis/policy'
+/**
+ * Starts the chat from environment variables (see the example's README):
+ *   PORT (3000), HOST (127.0.0.1), ALLOWED_ORIGINS (comma-separated; default the server's own
+ *   origin), SESSION_SECRET (default random per process, with a warning), REDIS_URL (optional,
+ *   multi-node fallback store), TLS_CERT / TLS_KEY (optional PEM files: https + wss).
+ */
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { buildChat } from './app.js'
 
-const port = Number(process.env.PORT ?? 3000)
-const host = process.env.HOST ?? '127.0.0.1'
-const app = Fastify({ logger: true })
-await app.register(portcullis)
-app.wsPolicy.addStage({
-  name: 'same-origin',
-  phase: 'origin',
-  evaluate: (ctx) => ctx.origin === `${ctx.scheme}://${ctx.host}` ? undefined : { status: 403, code: 'ORIGIN_NOT_ALLOWED', reason: 'Origin not allowed' }
-})
-app.get('/echo', { websocket: true }, (socket) => {
-  socket.on('message', (data) => socket.send(String(data)))
-})
-app.get('/', async (_req, reply) => reply.type('text/html').send('<!doctype html><title>Portcullis</title><p>Portcullis is running.'))
+const env = process.env
+const port = Number(env.PORT ?? 3000)
+const host = env.HOST ?? '127.0.0.1'
+if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError(`PORT must be a port number, got ${env.PORT}`)
+
+const allowedOrigins = env.ALLOWED_ORIGINS === undefined || env.ALLOWED_ORIGINS.trim() === ''
+  ? ['self']
+  : env.ALLOWED_ORIGINS.split(',').map((s) => s.trim()).filter((s) => s !== '')
+
+let sessionSecret = env.SESSION_SECRET
+const randomSecret = sessionSecret === undefined || sessionSecret === ''
+if (randomSecret) sessionSecret = randomBytes(32).toString('base64url')
+
+if ((env.TLS_CERT === undefined) !== (env.TLS_KEY === undefined)) throw new TypeError('set both TLS_CERT and TLS_KEY, or neither')
+const https = env.TLS_CERT !== undefined && env.TLS_KEY !== undefined
+  ? { cert: readFileSync(env.TLS_CERT), key: readFileSync(env.TLS_KEY) }
+  : undefined
+
+const app = await buildChat({ allowedOrigins, sessionSecret: sessionSecret as string, https, redisUrl: env.REDIS_URL })
+if (randomSecret) app.log.warn('SESSION_SECRET is not set: using a random secret, so sessions end when the process restarts')
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+}
+
 await app.listen({ port, host })
-app.log.info(`listening on http://${host}:${port}/`)
+const address = app.server.address()
+const actualPort = address !== null && typeof address === 'object' ? address.port : port
+const shownHost = host.includes(':') ? `[${host}]` : host
+app.log.info(`\n${app.wsPolicy.describeTable()}`)
+app.log.info(`listening on ${https !== undefined ? 'https' : 'http'}://${shownHost}:${actualPort}/`)
