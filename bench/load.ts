@@ -5,7 +5,7 @@
  */
 import { Agent } from 'node:http'
 import { closeAll, echoThroughput, handshakeLatency, handshakeThroughput, openMany, type Target } from './lib/ws-load.js'
-import { hostileRun, malformedProtocolRequest, manyHeadersRequest } from './lib/hostile.js'
+import { hostileRun, malformedProtocolRequest, manyHeadersRequest, plainRequest } from './lib/hostile.js'
 import { openPortcullisPolling, openSocketIoPolling, pollEcho, type EchoClient } from './lib/poll-load.js'
 import { openSocketIoWs } from './lib/sio-ws.js'
 
@@ -14,7 +14,7 @@ export type Job =
   | { kind: 'echo', target: Target, message: string, conns: number, inFlight: number, warmupMs: number, windowMs: number }
   | { kind: 'idle', target: Target, n: number, warm: number }
   | { kind: 'poll', flavor: 'socketio-polling' | 'socketio-ws' | 'portcullis', target: Target, message: string, clients: number, warmupMs: number, windowMs: number }
-  | { kind: 'hostile', target: Target, variant: 'protocol' | 'headers', size: number, latencyCount: number, windowMs: number }
+  | { kind: 'hostile', target: Target, variant: 'plain' | 'protocol' | 'headers', size: number, latencyCount: number, windowMs: number }
 
 type Msg = { type: 'job', id: number, job: Job } | { type: 'continue', id: number } | { type: 'exit' }
 
@@ -64,9 +64,11 @@ async function run (id: number, job: Job): Promise<unknown> {
     }
     case 'hostile': {
       const t = job.target
-      const bytes = job.variant === 'protocol'
-        ? malformedProtocolRequest(t.port, t.path, t.headers, job.size)
-        : manyHeadersRequest(t.port, t.path, t.headers, job.size)
+      const bytes = job.variant === 'plain'
+        ? plainRequest(t.port)
+        : job.variant === 'protocol'
+          ? malformedProtocolRequest(t.port, t.path, t.headers, job.size)
+          : manyHeadersRequest(t.port, t.path, t.headers, job.size)
       return { requestBytes: bytes.length, ...await hostileRun(t.port, t.serverPid, bytes, job.latencyCount, job.windowMs) }
     }
   }

@@ -3,12 +3,14 @@
  * the parent its port over IPC, answers memory probes, and exits when told to (or when the
  * parent goes away, so no run can leave a server behind).
  */
+import { writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { startFastifyWs, startWs } from './servers/bare.js'
 import { startPortcullis } from './servers/portcullis.js'
 import { startSocketIo } from './servers/socketio.js'
 import type { BenchServer } from './servers/types.js'
 
-export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'socketio-polling', 'socketio-ws'] as const
+export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 
 function start (name: string): Promise<BenchServer> {
@@ -17,6 +19,7 @@ function start (name: string): Promise<BenchServer> {
     case 'fastify-ws': return startFastifyWs()
     case 'portcullis': return startPortcullis({ inspect: true })
     case 'portcullis-relay': return startPortcullis({ inspect: false })
+    case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })
     case 'socketio-polling': return startSocketIo('polling')
     case 'socketio-ws': return startSocketIo('websocket')
     default: throw new Error(`unknown contender ${name}`)
@@ -39,12 +42,27 @@ async function main (): Promise<void> {
   const name = process.argv[2]
   if (process.send === undefined) throw new Error('bench/server.ts runs as a child of bench/run.ts (IPC required)')
   const server = await start(name)
+  // BENCH_CPU_PROFILE=<file>: profile from here (the server is listening) to exit, so the
+  // profile holds the load and not the module loading of startup
+  const profileFile = process.env.BENCH_CPU_PROFILE
+  let profiler: Session | undefined
+  if (profileFile !== undefined && profileFile !== '') {
+    profiler = new Session()
+    profiler.connect()
+    await profiler.post('Profiler.enable')
+    await profiler.post('Profiler.start')
+  }
+  const stopProfiler = async (): Promise<void> => {
+    if (profiler === undefined) return
+    const { profile } = await profiler.post('Profiler.stop')
+    writeFileSync(profileFile as string, JSON.stringify(profile))
+  }
   process.on('message', (msg: { type: string, id?: number }) => {
     if (msg.type === 'mem') {
       memory().then((m) => process.send?.({ type: 'mem', id: msg.id, ...m }), () => {})
     } else if (msg.type === 'exit') {
-      server.close().finally(() => process.exit(0))
-      setTimeout(() => process.exit(0), 2000).unref()
+      stopProfiler().catch((err) => console.error(err)).then(() => server.close()).finally(() => process.exit(0))
+      setTimeout(() => process.exit(0), 5000).unref()
     }
   })
   process.on('disconnect', () => process.exit(0))

@@ -18,9 +18,9 @@ export function hasTaskset (): boolean {
   return tasksetOk
 }
 
-function spawnNode (script: string, args: string[], core: number | undefined, extraNodeArgs: string[] = []): ChildProcess {
-  const argv = [...NODE_ARGS, ...extraNodeArgs, here + script, ...args]
-  const opts = { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as Array<'ignore' | 'inherit' | 'ipc'>, cwd: fileURLToPath(new URL('../../', import.meta.url)) }
+function spawnNode (script: string, args: string[], core: number | undefined, env: Record<string, string> = {}): ChildProcess {
+  const argv = [...NODE_ARGS, here + script, ...args]
+  const opts = { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as Array<'ignore' | 'inherit' | 'ipc'>, cwd: fileURLToPath(new URL('../../', import.meta.url)), env: { ...process.env, ...env } }
   // taskset execs node: the child's pid is node's, so /proc/<pid>/stat is the server's own
   if (core !== undefined && hasTaskset()) return spawn('taskset', ['-c', String(core), process.execPath, ...argv], opts)
   return spawn(process.execPath, argv, opts)
@@ -66,9 +66,9 @@ export interface ServerHandle {
 
 let memIds = 0
 
-export async function startServer (contender: string, opts: { cpuProf?: string } = {}): Promise<ServerHandle> {
-  const extra = opts.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`]
-  const child = spawnNode('server.ts', [contender], 0, extra)
+/** Start a contender's server on core 0. `cpuProfile`: write a CPU profile of its run to this file. */
+export async function startServer (contender: string, opts: { cpuProfile?: string } = {}): Promise<ServerHandle> {
+  const child = spawnNode('server.ts', [contender], 0, opts.cpuProfile === undefined ? {} : { BENCH_CPU_PROFILE: opts.cpuProfile })
   try {
     const ready = await waitFor(child, (m: any) => m?.type === 'ready' ? m : undefined, 30_000, `server ${contender}`)
     return {

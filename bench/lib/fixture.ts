@@ -3,25 +3,15 @@
  * session secret and a signed session cookie, the required subprotocol, the 64-byte JSON message
  * and the schema the Portcullis side inspects it with.
  */
-import { createHmac } from 'node:crypto'
-
 export const ORIGIN = 'https://app.example.com'
 /** Two more allowed origins, so the allowlist is a list and not a single comparison. */
 export const OTHER_ORIGINS = ['https://admin.example.com', 'https://example.org']
 export const PROTOCOL = 'chat.v1'
 export const COOKIE_NAME = 'sid'
-/** 32 bytes of key material; a benchmark secret, never used outside bench/. */
+/** The @fastify/cookie signing secret; a benchmark secret, never used outside bench/. */
 export const SECRET = 'portcullis-bench-secret-0123456789abcdef'
 export const SESSION_ID = 'bench-session-0001'
 export const USER_ID = 'user-1'
-
-/**
- * `value.signature` with an HMAC-SHA256 signature in unpadded base64 — the format
- * `@fastify/cookie` signs with, used by the inline identity stage until the real plugin lands.
- */
-export function signCookieValue (value: string, secret = SECRET): string {
-  return value + '.' + createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '')
-}
 
 /** The 64-byte JSON text message every echo scenario sends. */
 export const MESSAGE = JSON.stringify({ type: 'msg', room: 'lobby', seq: 1, text: 'x'.repeat(17) })

@@ -44,6 +44,11 @@ export function manyHeadersRequest (port: number, path: string, headers: Array<[
   return Buffer.from(head.slice(0, -2) + fillers.map(f => f + '\r\n').join('') + '\r\n', 'latin1')
 }
 
+/** The floor: a plain GET to an unknown path (404), one connection per request like the others. */
+export function plainRequest (port: number): Buffer {
+  return Buffer.from(`GET /nothing HTTP/1.1\r\nHost: ${HOST}:${port}\r\nConnection: close\r\n\r\n`, 'latin1')
+}
+
 /** One request: connect, write, read the response head, destroy. Resolves with status and ms. */
 function once (port: number, bytes: Buffer): Promise<{ status: number, ms: number }> {
   return new Promise((resolve) => {

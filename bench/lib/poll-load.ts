@@ -36,6 +36,7 @@ export function http (agent: Agent, port: number, method: string, path: string, 
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }))
       res.on('error', reject)
     })
+    req.setNoDelay(true)
     req.on('timeout', () => req.destroy(new Error('request timeout')))
     req.on('error', reject)
     req.end(body)
@@ -180,9 +181,12 @@ export async function openPortcullisPolling (agent: Agent, port: number, route: 
   const json = { ...common, 'content-type': 'application/json' }
   const open = await http(agent, port, 'POST', `${route}/_lp/open`, JSON.stringify({ protocols }), json)
   if (open.status !== 200) throw new Error(`fallback open failed: ${open.status} ${open.body.slice(0, 120)}`)
-  const sid = (JSON.parse(open.body) as { sid: string }).sid
+  const opened = JSON.parse(open.body) as { sid: string, protocol: string }
+  const sid = opened.sid
+  // later requests repeat the negotiated protocol, so the policy negotiates the same one (§2)
+  if (opened.protocol !== '') common['x-portcullis-protocol'] = opened.protocol
   const withSid = { ...common, 'x-portcullis-sid': sid }
-  const jsonSid = { ...json, 'x-portcullis-sid': sid }
+  const jsonSid = { ...common, 'content-type': 'application/json', 'x-portcullis-sid': sid }
   const sendBody = (seq: number): string => `{"seq":${seq},"messages":[{"text":${JSON.stringify(message)}}]}`
   let lastIn = 0
   let nextOut = 1

@@ -3,22 +3,26 @@
  * workload — origin allowlist, signed-cookie session, required subprotocol — and, in the
  * `inspect` variant, JSON-Schema inspection of every inbound message.
  *
- * Each part uses the real plugin when its package has landed, else a minimal inline stage built
- * on the core's public API; `info.parts` says which, and the report marks inline parts "partial".
+ * Every part is the real plugin (`info.parts` says so; the report marks any part that is not,
+ * which was the case for early runs made while the plugins were being written).
  */
-import { createHmac, timingSafeEqual } from 'node:crypto'
 import Fastify from 'fastify'
-import portcullis, { type StageDefinition } from '@portcullis/policy'
+import portcullis, { type PortcullisRoutePolicy } from '@portcullis/policy'
 import originGuard from '@portcullis/origin-guard'
 import subprotocols, { json } from '@portcullis/subprotocols'
+import fallback from '@portcullis/fallback'
+import cookieSession from '@portcullis/cookie-session'
+import fastifyCookie from '@fastify/cookie'
 import type { WebSocket } from 'ws'
-import { COOKIE_NAME, MESSAGE_SCHEMA, ORIGIN, OTHER_ORIGINS, PROTOCOL, SECRET, SESSION_ID, USER_ID, WS_PATH, signCookieValue } from '../lib/fixture.js'
+import { COOKIE_NAME, MESSAGE_SCHEMA, ORIGIN, OTHER_ORIGINS, PROTOCOL, SECRET, SESSION_ID, USER_ID, WS_PATH } from '../lib/fixture.js'
 import { echo } from './bare.js'
 import type { BenchServer } from './types.js'
 
 export interface PortcullisVariant {
   /** Inspect every message against MESSAGE_SCHEMA (JSON.parse + Ajv). */
   inspect: boolean
+  /** `false`: no cache of verified cookies, so every handshake pays the HMAC. Default: the plugin's cache. */
+  sessionCache?: boolean
 }
 
 type Part = 'plugin' | 'inline'
@@ -32,23 +36,19 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   await app.register(originGuard, { allow: [ORIGIN, ...OTHER_ORIGINS] })
   parts.origin = 'plugin'
 
-  // ── identity: a signed session cookie, verified with HMAC-SHA256, then a session lookup ──
+  // ── identity: a session id in a cookie signed by @fastify/cookie (HMAC-SHA256), then a lookup ──
   const sessions = new Map([[SESSION_ID, { id: USER_ID, sessionId: SESSION_ID }]])
-  const identityStage: StageDefinition = {
-    name: 'bench-session',
-    phase: 'identity',
-    evaluate (ctx) {
-      const values = ctx.cookies.get(COOKIE_NAME)
-      if (values === undefined || values.length !== 1) return { status: 401, code: 'BENCH_SESSION_REQUIRED', reason: 'Session required' }
-      const id = unsign(values[0], SECRET)
-      const session = id === undefined ? undefined : sessions.get(id)
-      if (session === undefined) return { status: 401, code: 'BENCH_SESSION_INVALID', reason: 'Session invalid' }
-      ctx.state.identity = session
+  await app.register(fastifyCookie, { secret: SECRET })
+  await app.register(cookieSession, {
+    signedCookie: {
+      cookieName: COOKIE_NAME,
+      load: (id: string) => sessions.get(id) ?? null,
+      // the default cache skips the HMAC for a cookie already verified; 0 pays it every time
+      ...(variant.sessionCache === false ? { cacheSize: 0 } : {})
     }
-  }
-  app.wsPolicy.addStage(identityStage)
-  parts.session = 'inline'
-  const cookie = `${COOKIE_NAME}=${signCookieValue(SESSION_ID)}`
+  })
+  parts.session = 'plugin'
+  const cookie = `${COOKIE_NAME}=${app.signCookie(SESSION_ID)}`
 
   // ── subprotocol: required, negotiated from the registered list; optional JSON-Schema inspection ──
   await app.register(subprotocols, {
@@ -57,24 +57,21 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   parts.subprotocol = 'plugin'
   parts.inspection = 'plugin'
 
-  app.get(WS_PATH, { websocket: true, wsPolicy: { protocols: [PROTOCOL] } }, (socket) => echo(socket as unknown as WebSocket))
+  // ── the long-poll twin: the same route, the same policy, at WS_PATH/_lp/* ──
+  // Every bench client is one identity on 127.0.0.1, so the per-identity and per-IP session
+  // bounds (16 and 64 by default) are lifted; everything else keeps its default.
+  await app.register(fallback, { maxSessionsPerIdentity: 0, maxSessionsPerIp: 0, maxPendingPollsPerIp: 1000 })
+  parts.fallback = 'plugin'
+
+  const wsPolicy: PortcullisRoutePolicy = { protocols: [PROTOCOL], fallback: true }
+  app.get(WS_PATH, { websocket: true, wsPolicy }, (socket) => echo(socket as unknown as WebSocket))
   await app.listen({ port: 0, host: '127.0.0.1' })
   const addr = app.server.address()
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   return {
     port: addr.port,
-    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, parts, stages: app.wsPolicy.stages(), fallback: false },
+    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, sessionCache: variant.sessionCache !== false, parts, stages: app.wsPolicy.stages(), fallback: true },
     clientHeaders: [['Origin', ORIGIN], ['Cookie', cookie], ['Sec-WebSocket-Protocol', PROTOCOL]],
     close: () => app.close()
   }
-}
-
-/** `value.signature` → value when the HMAC-SHA256 signature matches (constant-time compare). */
-function unsign (signed: string, secret: string): string | undefined {
-  const dot = signed.lastIndexOf('.')
-  if (dot <= 0) return undefined
-  const value = signed.slice(0, dot)
-  const expected = Buffer.from(createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, ''))
-  const got = Buffer.from(signed.slice(dot + 1))
-  return got.length === expected.length && timingSafeEqual(got, expected) ? value : undefined
 }
