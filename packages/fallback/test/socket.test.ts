@@ -86,7 +86,7 @@ t.test('the socket has ws\'s constants, protocol and a bufferedAmount of unacked
   let sock!: LongPollSocket
   const ready = new Inbox<void>()
   app.get('/ws', { websocket: true, wsPolicy: { fallback: true, lpProtocols: ['p1'] } }, (socket) => {
-    sock = socket as LongPollSocket
+    sock = socket as unknown as LongPollSocket
     ready.push()
   })
   const port = await start(app)
