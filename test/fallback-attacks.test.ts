@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
 import portcullis, { type PortcullisSocket } from '@portcullis/policy'
 import originGuard from '@portcullis/origin-guard'
-import fallback, { MemoryStore, type FallbackOptions } from '@portcullis/fallback'
+import fallback, { FALLBACK_REQUEST_HEADERS, MemoryStore, type FallbackOptions } from '@portcullis/fallback'
 import { captureLogs, rawHttp, type LogCapture } from './helpers/index.js'
 import { http, Inbox, LpClient, lpIdentityStage, lpProtocolStage, start } from '../packages/fallback/test/helpers.js'
 
@@ -95,7 +95,7 @@ t.test('a CORS preflight is answered only for an allowed origin, naming what the
   const ask = (origin: string, path: string): ReturnType<typeof http> => http(port, 'OPTIONS', path, {
     origin,
     'access-control-request-method': 'POST',
-    'access-control-request-headers': 'content-type,x-portcullis-fallback,x-portcullis-sid'
+    'access-control-request-headers': FALLBACK_REQUEST_HEADERS.join(',')
   })
   for (const kind of ['open', 'poll', 'send', 'close']) {
     const evil = await ask(EVIL, `/chat/_lp/${kind}`)
@@ -104,7 +104,7 @@ t.test('a CORS preflight is answered only for an allowed origin, naming what the
     t.equal(good.headers['access-control-allow-origin'], APP, `${kind}: CORS for ${APP}`)
     t.equal(good.headers['access-control-allow-credentials'], 'true')
     const allowed = String(good.headers['access-control-allow-headers']).toLowerCase()
-    for (const h of ['content-type', 'x-portcullis-fallback', 'x-portcullis-sid']) t.ok(allowed.includes(h), `${kind}: allows ${h}`)
+    for (const h of FALLBACK_REQUEST_HEADERS) t.ok(allowed.includes(h), `${kind}: allows ${h}`)
   }
   const lookalike = await ask('https://app.example.com.evil.net', '/chat/_lp/send')
   t.equal(lookalike.headers['access-control-allow-origin'], undefined, 'no CORS for a lookalike')
