@@ -17,7 +17,9 @@ import originGuard from '@portcullis/origin-guard'
 import cookieSession from '@portcullis/cookie-session'
 import subprotocols, { json } from '@portcullis/subprotocols'
 import fallback from '@portcullis/fallback'
+import fallbackRedis from '@portcullis/fallback-redis'
 import { MAX_MESSAGE_BYTES, MAX_TEXT_CHARS, PROTOCOL, Room, parseSay } from './room.js'
+import { memoryShared, redisShared, type Shared } from './shared.js'
 
 export interface ChatOptions {
   /** Origins allowed to open the chat and to log in (`self` = the server's own origin). Default `['self']`. */
@@ -33,17 +35,17 @@ export interface ChatOptions {
    * would, so that clients must fall back to long-poll. Default `false`.
    */
   refuseUpgrades?: boolean
-  /** Redis URL for the multi-node fallback store (`@portcullis/fallback-redis`). Default: in-memory. */
+  /**
+   * Redis URL for running several nodes: the fallback store (`@portcullis/fallback-redis`), the
+   * login sessions, the room's messages and revocations are shared through it. Default: in memory.
+   */
   redisUrl?: string
+  /** Prefix of the Redis keys and channels. Default `'portcullis-chat:'`. */
+  redisPrefix?: string
   /** The client's browser bundle, served at /client.js. Default: read `@portcullis/client/browser` (built by `start`). */
   clientBundle?: Buffer
   /** Session lifetime. Default 8 hours. */
   sessionTtlMs?: number
-}
-
-interface Session {
-  user: string
-  expiresAt: number
 }
 
 /** Demo accounts. Passwords compared in constant time; a real app would hash them. */
@@ -55,18 +57,19 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
   if (typeof opts.sessionSecret !== 'string' || opts.sessionSecret.length < 32) {
     throw new TypeError('sessionSecret must be a string of at least 32 characters')
   }
-  if (opts.redisUrl !== undefined && opts.redisUrl !== '') {
-    throw new TypeError('REDIS_URL: the multi-node fallback store (@portcullis/fallback-redis) is not wired into this example yet')
-  }
   const allowedOrigins = opts.allowedOrigins ?? ['self']
   const ttl = opts.sessionTtlMs ?? 8 * 3600_000
   const secure = opts.https !== undefined
   // RFC 6265bis §4.1.3.2: a `__Host-` cookie is Secure, host-only and path=/ — nobody can toss one in.
   const cookieName = secure ? '__Host-chat' : 'chat'
-  const sessions = new Map<string, Session>()
   const files = loadStaticFiles(opts.clientBundle)
 
   const app = Fastify({ logger: opts.logger ?? true, ...(opts.https !== undefined ? { https: opts.https } : {}) })
+
+  const redisUrl = opts.redisUrl === '' ? undefined : opts.redisUrl
+  const prefix = opts.redisPrefix ?? 'portcullis-chat:'
+  const shared: Shared = redisUrl === undefined ? memoryShared() : await redisShared(redisUrl, prefix, app.log)
+  app.addHook('onClose', async function closeShared () { await shared.close() })
 
   await app.register(portcullis, { websocket: { maxPayload: 64 * 1024 } })
   // after the core, so that @fastify/websocket has marked upgrades (request.ws) and closes the
@@ -88,9 +91,8 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     signedCookie: {
       cookieName,
       load (sessionId) {
-        const s = sessions.get(sessionId)
-        if (s === undefined || s.expiresAt <= Date.now()) return null
-        return { id: s.user, sessionId, expiresAt: s.expiresAt }
+        const found = shared.getSession(sessionId)
+        return found instanceof Promise ? found.then((s) => identity(sessionId, s)) : identity(sessionId, found)
       }
     }
   })
@@ -113,9 +115,16 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     }
   })
 
-  await app.register(fallback, {})
+  if (redisUrl === undefined) {
+    await app.register(fallback, {})
+  } else {
+    // long-poll sessions in Redis: any node can answer any poll; revocations reach every node
+    await app.register(fallbackRedis, { redis: redisUrl, keyPrefix: prefix + 'lp:' })
+    await app.register(fallback, { store: app.portcullisRedis.store })
+  }
 
-  const room = new Room()
+  const room = new Room((text) => shared.publish(text))
+  shared.onMessage((text) => room.broadcast(text))
 
   app.get('/chat', {
     websocket: true,
@@ -140,23 +149,23 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     const { user, password } = request.body as { user: string, password: string }
     if (!checkPassword(user, password)) return reply.code(401).send({ code: 'LOGIN_FAILED', message: 'Unknown user or wrong password' })
     // A new id on every login (no session fixation); the old session, if any, ends.
-    endSession(request, 'logged in again')
+    await endSession(request, 'logged in again')
     const id = randomBytes(24).toString('base64url')
-    sessions.set(id, { user, expiresAt: Date.now() + ttl })
+    await shared.setSession(id, { user, expiresAt: Date.now() + ttl })
     reply.setCookie(cookieName, id, { signed: true, httpOnly: true, sameSite: 'lax', secure, path: '/', maxAge: Math.floor(ttl / 1000) })
     return { user }
   })
 
   app.post('/logout', async function logout (request, reply) {
     if (!originAllowed(request)) return reply.code(403).send({ code: 'ORIGIN_NOT_ALLOWED', message: 'Origin not allowed' })
-    const closed = endSession(request, 'session revoked')
+    const closed = await endSession(request, 'session revoked')
     reply.clearCookie(cookieName, { path: '/', secure, sameSite: 'lax', httpOnly: true })
     return { closed }
   })
 
   app.get('/me', async function me (request, reply) {
     const id = sessionIdOf(request)
-    const s = id === undefined ? undefined : sessions.get(id)
+    const s = id === undefined ? undefined : await shared.getSession(id)
     if (s === undefined || s.expiresAt <= Date.now()) return reply.code(401).send({ code: 'NOT_LOGGED_IN', message: 'Not logged in' })
     return { user: s.user }
   })
@@ -175,11 +184,11 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     return u.valid && u.value !== null ? u.value : undefined
   }
 
-  function endSession (request: FastifyRequest, reason: string): number {
+  async function endSession (request: FastifyRequest, reason: string): Promise<number> {
     const id = sessionIdOf(request)
     if (id === undefined) return 0
-    sessions.delete(id)
-    // closes its live connections on both doors, 4001
+    await shared.deleteSession(id)
+    // closes its live connections on both doors with 4001 (on every node, with Redis)
     return app.portcullisSessions.revoke(id, reason)
   }
 
@@ -206,6 +215,11 @@ function sameOriginFallbackOrigin (request: FastifyRequest, _reply: FastifyReply
     request.headers.origin = `${request.protocol}://${request.host}`
   }
   done()
+}
+
+function identity (sessionId: string, s: { user: string, expiresAt: number } | undefined): { id: string, sessionId: string, expiresAt: number } | null {
+  if (s === undefined || s.expiresAt <= Date.now()) return null
+  return { id: s.user, sessionId, expiresAt: s.expiresAt }
 }
 
 function checkPassword (user: string, password: string): boolean {

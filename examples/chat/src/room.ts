@@ -54,9 +54,17 @@ function countCodePoints (s: string, cap: number): number {
   return n
 }
 
-/** Everyone connected, on either door. Broadcasts go out in the order messages were accepted. */
+/**
+ * Everyone connected to this node, on either door. An accepted message goes to `fanOut` (by
+ * default straight back to `broadcast`; with several nodes, through Redis to every node's room).
+ */
 export class Room {
   readonly #members = new Set<PortcullisSocket>()
+  readonly #fanOut: (text: string) => void
+
+  constructor (fanOut?: (text: string) => void) {
+    this.#fanOut = fanOut ?? ((text) => this.broadcast(text))
+  }
 
   get size (): number {
     return this.#members.size
@@ -70,7 +78,7 @@ export class Room {
         socket.close(said.code, said.reason)
         return
       }
-      this.broadcast(JSON.stringify({ type: 'said', user, text: said, ts: Date.now() }))
+      this.#fanOut(JSON.stringify({ type: 'said', user, text: said, ts: Date.now() }))
     })
     socket.on('close', () => this.#members.delete(socket))
   }
