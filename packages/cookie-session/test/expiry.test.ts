@@ -84,7 +84,7 @@ t.test('re-validation with the app\'s revalidate(): a changed owner closes; a fa
   t.same(await closed(s), { code: 4003, reason: 'session invalid' })
 })
 
-t.test('closing Fastify stops the clock: no timer left behind', async (t) => {
+t.test('closing Fastify drops every session from the clock', async (t) => {
   const a = await app(t, () => ({ id: 'alice', expiresAt: Date.now() + 60_000 }))
   const { ws } = await listen(a)
   const s = (await wsOpen(`${ws}/ws`, { headers: { cookie: cookieFor('s1') } })).ws!

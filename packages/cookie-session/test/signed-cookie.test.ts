@@ -210,3 +210,25 @@ function realUnsign (v: string): { valid: boolean, renew: boolean, value: string
   const value = v.slice(0, i)
   return i > 0 && sign(value, NEW_SECRET) === v ? { valid: true, renew: false, value } : { valid: false, renew: false, value: null }
 }
+
+t.test('the cache is bounded: the least recently used value is evicted first', async (t) => {
+  let unsigned = 0
+  const inner = { sign: (v: string) => sign(v, NEW_SECRET), unsign: (v: string) => { unsigned++; return realUnsign(v) } }
+  const { app: a } = await app(t, { signer: inner, cacheSize: 2 })
+  const [c1, c2, c3] = [await login(a), await login(a), await login(a)]
+  const { ws } = await listen(a)
+  const connect = async (cookie: string): Promise<void> => {
+    const r = await wsOpen(`${ws}/ws`, { headers: { cookie } })
+    t.ok(r.ws)
+    r.ws!.close()
+  }
+  await connect(c1)
+  await connect(c2)
+  await connect(c1) // c1 is now the most recently used
+  t.equal(unsigned, 2)
+  await connect(c3) // evicts c2
+  await connect(c1)
+  t.equal(unsigned, 3, 'c1 stayed cached')
+  await connect(c2)
+  t.equal(unsigned, 4, 'c2 was evicted and verified again')
+})
