@@ -158,7 +158,7 @@ export class RedisStore implements FallbackStore {
       this.#node = undefined
       this.#cmd.disconnect()
       this.#sub.disconnect()
-      throw new PORTCULLIS_STORE_UNAVAILABLE({ cause: err })
+      throw unavailable(err)
     }
     const every = Math.max(Math.floor(this.#opts.nodeTtlMs / 3), 50)
     this.#heartbeat = setInterval(() => { this.#tick().catch(() => {}) }, every)
@@ -345,9 +345,17 @@ export class RedisStore implements FallbackStore {
     return cmd
   }
 
-  /** Run a session script: keys derived from the sid, prefix first in ARGV. */
+  /**
+   * Run a session script: keys derived from the sid, prefix first in ARGV. Sent synchronously
+   * (so `watch` then `readOutbound` reach Redis in that order) and never throws synchronously.
+   */
   #script (name: Script, sid: string, ...args: Array<string | number>): Promise<unknown> {
-    const cmd = this.#ready()
+    let cmd: Redis
+    try {
+      cmd = this.#ready()
+    } catch (err) {
+      return Promise.reject(err)
+    }
     const p = this.#opts.keyPrefix
     const base = `${p}fb:{${sid}}`
     const fn = (cmd as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]
@@ -364,7 +372,7 @@ export class RedisStore implements FallbackStore {
       return await Promise.race([p, timeout])
     } catch (err) {
       if (err instanceof Error && (err.name === 'ReplyError') && err.message.startsWith('SEQ ')) throw err
-      throw new PORTCULLIS_STORE_UNAVAILABLE({ cause: err })
+      throw unavailable(err)
     } finally {
       clearTimeout(timer)
     }
@@ -580,6 +588,16 @@ export class RedisStore implements FallbackStore {
     this.#lastError = now
     this.#log.warn({ portcullis: { connection: which }, err: { message: err.message } }, 'portcullis: Redis connection error')
   }
+}
+
+/**
+ * The 503 error, with the Redis error kept as a non-enumerable `cause`: logs still show it
+ * ("caused by"), but the message — which may reach a response body — names no internals.
+ */
+function unavailable (cause: unknown): Error {
+  const err = new PORTCULLIS_STORE_UNAVAILABLE()
+  Object.defineProperty(err, 'cause', { value: cause, enumerable: false, configurable: true, writable: true })
+  return err
 }
 
 function fieldMap (fields: string[]): Record<string, string> {
