@@ -478,7 +478,12 @@ export class RedisStore implements FallbackStore {
         }
         if (frames.length > 0) {
           owned.delivered = frames[frames.length - 1].seq
-          if (this.#owned.get(sid) === owned) this.#node?.inbound(sid, frames)
+          try {
+            if (this.#owned.get(sid) === owned) this.#node?.inbound(sid, frames)
+          } catch (err) {
+            // Handed over is handed over: a throwing listener must not make the sender retry forever.
+            this.#log.error({ err }, 'portcullis: inbound handler threw')
+          }
         }
         const last = entries[entries.length - 1][0]
         await this.#script('pcDelivered', sid, Number(last.slice(0, last.indexOf('-'))), ...replies)

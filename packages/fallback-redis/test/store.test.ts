@@ -301,3 +301,54 @@ t.test('a session opened right after a Redis restart, before the next heartbeat,
   t.equal(b.node.closes.length, 1, 'the next heartbeats leave the new session alone')
   t.equal(b.store.ownedSessions, 1)
 })
+
+/** A TCP proxy in front of Redis that can cut one node off (a network partition). */
+async function partitionable (t: { teardown: (fn: () => unknown) => void }, port: number): Promise<{ url: string, cut: () => void, heal: () => void }> {
+  const { createServer, connect } = await import('node:net')
+  let blocked = false
+  const live = new Set<import('node:net').Socket>()
+  const server = createServer((client) => {
+    if (blocked) return client.destroy()
+    const upstream = connect({ port, host: '127.0.0.1' })
+    live.add(client)
+    live.add(upstream)
+    client.pipe(upstream).pipe(client)
+    const drop = (): void => { client.destroy(); upstream.destroy(); live.delete(client); live.delete(upstream) }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of live) s.destroy(); server.close() })
+  const addr = server.address() as import('node:net').AddressInfo
+  return {
+    url: `redis://127.0.0.1:${addr.port}`,
+    cut: () => { blocked = true; for (const s of live) s.destroy() },
+    heal: () => { blocked = false }
+  }
+}
+
+t.test('an owner cut off from Redis: others close its sessions with 4011, it gives them up (1011) and serves again once healed', async (t) => {
+  const redis = await startRedis(t)
+  const keyPrefix = prefix()
+  const proxy = await partitionable(t, redis.port)
+  const a = await startedStore(t, { redis: proxy.url, keyPrefix, nodeTtlMs: 600, commandTimeoutMs: 300 })
+  const b = await startedStore(t, { redis: redis.url, keyPrefix, nodeTtlMs: 600 })
+  const rec = newRecord(a.store.nodeId)
+  await a.store.create(rec, noLimits)
+  await a.store.pushOutbound(rec.sid, [{ seq: 1, type: 'text', data: 'queued before the cut', bytes: 21 }])
+  proxy.cut()
+  await waitFor(() => a.node.closes.length === 1, 4000, 'the cut-off owner gives its session up')
+  t.same(a.node.closes[0], { sid: rec.sid, close: { code: 1011, reason: 'store unavailable' } })
+  const r = await b.store.readOutbound(rec.sid, 0, limits)
+  t.same(r.found && [r.frames.map(f => f.data), r.close], [['queued before the cut'], { code: 4011, reason: 'node gone' }],
+    'frames queued before the cut are delivered, then the close, by the node the client reached')
+  proxy.heal()
+  await waitFor(() => a.store.started, 1000)
+  let fresh
+  for (let i = 0; i < 40 && fresh === undefined; i++) {
+    fresh = await a.store.create(newRecord(a.store.nodeId), noLimits).catch(() => undefined)
+    if (fresh === undefined) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.equal(fresh, 'ok', 'the healed node opens sessions again')
+  t.same((await b.store.get(rec.sid))?.closed, { code: 4011, reason: 'node gone' }, 'the old session stays closed')
+})
