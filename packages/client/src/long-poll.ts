@@ -79,10 +79,10 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
 
   // A denial: 4000 + status with the server's stable code as reason — the close the WebSocket door
   // would give, had the browser let us read it. A lost session (404 on poll/send) is a dropped
-  // link: 1006, as when a TCP connection dies (§10). 5xx become 45xx, which count as transient.
+  // link, and so is a 5xx (a server shutting down, a store away): 1006, transient (§9, §10).
   function refused (a: Answer): void {
-    if (a.status === 404 && sid !== '') return finish(1006, '', false)
-    finish(a.status >= 400 && a.status < 600 ? 4000 + a.status : 1006, typeof a.body.code === 'string' ? a.body.code : '', false)
+    if ((a.status === 404 && sid !== '') || a.status < 400 || a.status >= 500) return finish(1006, '', false)
+    finish(4000 + a.status, typeof a.body.code === 'string' ? a.body.code : '', false)
   }
 
   // Retry a request that failed on the network (not one the server answered) a few times.

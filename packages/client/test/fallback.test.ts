@@ -103,3 +103,46 @@ t.test('messages sent right before close() still reach the server', async (t) =>
   await closed
   t.same(received, ['last words 1', 'last words 2'])
 })
+
+t.test('a send lost on the network is retried and reaches the handler exactly once', async (t) => {
+  const server = await echoServer(t)
+  let dropped = 0
+  // the first send POST "fails on the network" after the server got it: a lost response
+  const flaky = (async (url: string, init: RequestInit) => {
+    const res = await fetch(url, init)
+    if (url.endsWith('/_lp/send') && dropped === 0) {
+      dropped++
+      throw new TypeError('network error')
+    }
+    return res
+  }) as never
+  const s = client(t, server, { forceLongPoll: true, fetch: flaky })
+  const serverSocket = server.nextSocket()
+  await next(s, 'open')
+  const ss = await serverSocket
+  const received: string[] = []
+  ss.on('message', (d: Buffer) => received.push(String(d)))
+  const got = messages(s, 2)
+  s.send('once')
+  s.send('twice?')
+  t.same(await got, ['once', 'twice?'])
+  t.equal(dropped, 1, 'one response was lost')
+  t.same(received, ['once', 'twice?'], 'the retried send was deduplicated by seq')
+})
+
+t.test('a 5xx from the fallback is a dropped link: 1006, and reconnect brings it back', async (t) => {
+  const server = await echoServer(t)
+  let failPolls = true
+  const unavailable = (async (url: string, init: RequestInit) => {
+    if (url.endsWith('/_lp/poll') && failPolls) {
+      failPolls = false
+      return new Response(JSON.stringify({ code: 'FST_UNAVAILABLE', message: 'shutting down' }), { status: 503 })
+    }
+    return fetch(url, init)
+  }) as never
+  const s = client(t, server, { forceLongPoll: true, fetch: unavailable, reconnect: { minDelayMs: 10, maxDelayMs: 20 } })
+  const ev = await nextClose(s)
+  t.same([ev.code, ev.reason, ev.reconnecting], [1006, '', true])
+  await next(s, 'open')
+  t.equal(s.transport, 'long-poll', 'open again')
+})
