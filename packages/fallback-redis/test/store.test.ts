@@ -14,6 +14,19 @@ function rawClient (t: { teardown: (fn: () => unknown) => void }, url: string): 
   return r
 }
 
+/** Retry while the store answers 503 (a connection still reconnecting after a restart). */
+async function eventually<T> (fn: () => Promise<T>, ms = 3000): Promise<T> {
+  const until = Date.now() + ms
+  for (;;) {
+    try {
+      return await fn()
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'PORTCULLIS_STORE_UNAVAILABLE' || Date.now() > until) throw err
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+}
+
 function nextWake (store: RedisStore, sid: string): { reason: Promise<WakeReason>, unwatch: () => void } {
   let unwatch!: () => void
   const reason = new Promise<WakeReason>((resolve) => { unwatch = store.watch(sid, resolve) })
@@ -284,18 +297,10 @@ t.test('a session opened right after a Redis restart, before the next heartbeat,
   await b.store.create(old, noLimits)
   await redis.restart()
   // retry until b's command connection is back
-  let fresh = newRecord(b.store.nodeId)
-  for (let i = 0; i < 50; i++) {
-    try {
-      t.equal(await b.store.create(fresh, noLimits), 'ok')
-      break
-    } catch {
-      fresh = newRecord(b.store.nodeId)
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-  }
+  const fresh = newRecord(b.store.nodeId)
+  t.equal(await eventually(() => b.store.create(fresh, noLimits)), 'ok')
   t.same(b.node.closes, [{ sid: old.sid, close: { code: 1011, reason: 'store unavailable' } }], 'the lost session is given up at once')
-  const r = await a.store.readOutbound(fresh.sid, 0, limits)
+  const r = await eventually(() => a.store.readOutbound(fresh.sid, 0, limits))
   t.same(r.found && r.close, undefined, 'the new session is open on every node')
   await new Promise(resolve => setTimeout(resolve, 1500))
   t.equal(b.node.closes.length, 1, 'the next heartbeats leave the new session alone')
@@ -339,16 +344,16 @@ t.test('an owner cut off from Redis: others close its sessions with 4011, it giv
   proxy.cut()
   await waitFor(() => a.node.closes.length === 1, 4000, 'the cut-off owner gives its session up')
   t.same(a.node.closes[0], { sid: rec.sid, close: { code: 1011, reason: 'store unavailable' } })
-  const r = await b.store.readOutbound(rec.sid, 0, limits)
+  // the owner's liveness key runs out about when it gives up: read until the close shows
+  let r = await b.store.readOutbound(rec.sid, 0, limits)
+  for (let i = 0; i < 30 && r.found && r.close === undefined; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    r = await b.store.readOutbound(rec.sid, 0, limits)
+  }
   t.same(r.found && [r.frames.map(f => f.data), r.close], [['queued before the cut'], { code: 4011, reason: 'node gone' }],
     'frames queued before the cut are delivered, then the close, by the node the client reached')
   proxy.heal()
   await waitFor(() => a.store.started, 1000)
-  let fresh
-  for (let i = 0; i < 40 && fresh === undefined; i++) {
-    fresh = await a.store.create(newRecord(a.store.nodeId), noLimits).catch(() => undefined)
-    if (fresh === undefined) await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  t.equal(fresh, 'ok', 'the healed node opens sessions again')
+  t.equal(await eventually(() => a.store.create(newRecord(a.store.nodeId), noLimits)), 'ok', 'the healed node opens sessions again')
   t.same((await b.store.get(rec.sid))?.closed, { code: 4011, reason: 'node gone' }, 'the old session stays closed')
 })
