@@ -4,9 +4,19 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import type { Built } from './build.js'
 
 const here = fileURLToPath(new URL('../', import.meta.url))
-const NODE_ARGS = ['--conditions=portcullis-source', '--import=tsx', '--expose-gc']
+const TSX_ARGS = ['--conditions=portcullis-source', '--import=tsx']
+
+/**
+ * Compiled entry points (see build.ts); until `useBuilt` is called, children run the
+ * TypeScript sources through tsx.
+ */
+let built: Built | undefined
+export function useBuilt (b: Built | undefined): void {
+  built = b
+}
 
 let tasksetOk: boolean | undefined
 /** Whether `taskset` exists and may pin to cores 0 and 1 here. */
@@ -18,8 +28,9 @@ export function hasTaskset (): boolean {
   return tasksetOk
 }
 
-function spawnNode (script: string, args: string[], core: number | undefined, env: Record<string, string> = {}): ChildProcess {
-  const argv = [...NODE_ARGS, here + script, ...args]
+function spawnNode (script: 'server' | 'load', args: string[], core: number | undefined, env: Record<string, string> = {}): ChildProcess {
+  const entry = built === undefined ? [...TSX_ARGS, `${here}${script}.ts`] : [built[script]]
+  const argv = ['--expose-gc', ...entry, ...args]
   const opts = { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as Array<'ignore' | 'inherit' | 'ipc'>, cwd: fileURLToPath(new URL('../../', import.meta.url)), env: { ...process.env, ...env } }
   // taskset execs node: the child's pid is node's, so /proc/<pid>/stat is the server's own
   if (core !== undefined && hasTaskset()) return spawn('taskset', ['-c', String(core), process.execPath, ...argv], opts)
@@ -68,7 +79,7 @@ let memIds = 0
 
 /** Start a contender's server on core 0. `cpuProfile`: write a CPU profile of its run to this file. */
 export async function startServer (contender: string, opts: { cpuProfile?: string } = {}): Promise<ServerHandle> {
-  const child = spawnNode('server.ts', [contender], 0, opts.cpuProfile === undefined ? {} : { BENCH_CPU_PROFILE: opts.cpuProfile })
+  const child = spawnNode('server', [contender], 0, opts.cpuProfile === undefined ? {} : { BENCH_CPU_PROFILE: opts.cpuProfile })
   try {
     const ready = await waitFor(child, (m: any) => m?.type === 'ready' ? m : undefined, 30_000, `server ${contender}`)
     return {
@@ -100,7 +111,7 @@ export interface LoadHandle {
 let jobIds = 0
 
 export async function startLoad (): Promise<LoadHandle> {
-  const child = spawnNode('load.ts', [], 1)
+  const child = spawnNode('load', [], 1)
   const ready = await waitFor(child, (m: any) => m?.type === 'ready' ? m : undefined, 30_000, 'load generator')
   return {
     pid: ready.pid,

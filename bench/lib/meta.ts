@@ -1,8 +1,16 @@
 /** Versions and machine facts for the results' metadata. */
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
 
-const root = new URL('../../', import.meta.url)
+/** The workspace root: the nearest directory holding pnpm-workspace.yaml (cwd for bundles). */
+function findRoot (): string {
+  for (let dir = process.cwd(); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir + '/'
+    if (dirname(dir) === dir) return process.cwd() + '/'
+  }
+}
+const root = new URL(`file://${findRoot()}`)
 
 /** The installed version of a package in the workspace root (or in a workspace package). */
 export function version (name: string, from = ''): string {

@@ -52,6 +52,8 @@ export interface RunResult {
   seconds: number
   machine: Record<string, unknown>
   versions: Record<string, string>
+  /** How the server and load processes were built. */
+  build: string
   pinning: string
   portcullis: Record<string, unknown>
   config: Record<string, unknown>
