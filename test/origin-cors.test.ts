@@ -19,7 +19,7 @@ async function app (t: { teardown: (fn: () => unknown) => void }): Promise<Fasti
   await a.register(portcullis)
   await a.register(originGuard, { allow: [APP, 'https://*.example.org'] })
   await a.register(fallback)
-  a.get('/ws', { websocket: true, wsPolicy: { fallback: true } }, (socket) => socket.on('message', (m: Buffer) => socket.send(m)))
+  a.get('/ws', { websocket: true, wsPolicy: { fallback: true } }, (socket) => { socket.on('message', (m: Buffer) => socket.send(m)) })
   a.get('/admin', { websocket: true, wsPolicy: { fallback: true, origin: { allow: ['https://admin.example.com'] } } }, () => {})
   return a
 }
