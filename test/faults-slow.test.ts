@@ -256,7 +256,7 @@ t.test('pitfall: Fastify\'s requestTimeout alone does not cut a slow body while 
   s.clean()
 })
 
-t.test('an idle WebSocket is not timed out by HTTP timeouts after the 101 (liveness is the app's ping)', async (tt) => {
+t.test('an idle WebSocket is not timed out by HTTP timeouts after the 101 (liveness is the app pings)', async (tt) => {
   const s = await serve(tt, { fastify: { requestTimeout: 500, http: { connectionsCheckingInterval: 100 } as object } })
   const { client } = await rawConnect(s.port, { headers: s.creds })
   await new Promise(resolve => setTimeout(resolve, 1200))
