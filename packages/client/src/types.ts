@@ -1,15 +1,17 @@
 /** The door a `PortcullisSocket` is connected through. */
 export type TransportName = 'websocket' | 'long-poll'
 
-/** The part of the WebSocket API the client drives: the browser's `WebSocket`, or `ws` in Node.js. */
+/**
+ * The part of the WebSocket API the client drives: the browser's `WebSocket`, or `ws` in Node.js.
+ * Event handler parameters are loose on purpose, so both fit without a cast.
+ */
 export interface WebSocketLike {
-  readonly readyState: number
   readonly protocol: string
   readonly bufferedAmount: number
   binaryType: string
   onopen: ((ev: any) => void) | null
-  onmessage: ((ev: { data: unknown }) => void) | null
-  onclose: ((ev: { code: number, reason: string, wasClean: boolean }) => void) | null
+  onmessage: ((ev: any) => void) | null
+  onclose: ((ev: any) => void) | null
   onerror: ((ev: any) => void) | null
   send: (data: any) => void
   close: (code?: number, reason?: string) => void
@@ -19,7 +21,7 @@ export interface WebSocketLike {
  * A WebSocket constructor. The third argument is only passed when `headers` is set: `ws`
  * reads `{ headers }` from it; browsers ignore it (they forbid setting Cookie and Origin anyway).
  */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: { headers: Record<string, string> }) => WebSocketLike
+export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: any) => WebSocketLike
 
 export type FetchLike = (input: string, init: {
   method: string

@@ -3,10 +3,12 @@
  * on both doors: login, the chat.v1 messages and their limits, logout, and several nodes on Redis.
  */
 import t from 'tap'
+import { request as httpsRequest } from 'node:https'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { buildChat, type ChatOptions } from '../../../examples/chat/src/app.js'
 import { startRedis } from '../../../test/helpers/redis.js'
+import { testTls } from '../../../test/helpers/index.js'
 import { PortcullisSocket, type TransportName } from '../src/index.js'
 import { messages, next, nextClose } from './helpers.js'
 
@@ -28,7 +30,7 @@ async function login (node: Node, user: string, password = 'demo', origin = ORIG
 }
 
 function chatSocket (t: { teardown: (fn: () => unknown) => void }, node: Node, cookie: string, transport: TransportName): PortcullisSocket {
-  const s = new PortcullisSocket(node.ws + '/chat', 'chat.v1', { WebSocket: WebSocket as never, headers: { cookie, origin: ORIGIN }, transports: [transport] })
+  const s = new PortcullisSocket(node.ws + '/chat', 'chat.v1', { WebSocket, headers: { cookie, origin: ORIGIN }, transports: [transport] })
   t.teardown(() => s.close())
   return s
 }
@@ -99,11 +101,11 @@ for (const transport of ['websocket', 'long-poll'] as const) {
     const ev = await nextClose(anonymous)
     t.same([ev.code, ev.reason], reasonOf(4401, 'PORTCULLIS_SESSION_REQUIRED'))
     const { cookie } = await login(node, 'alice')
-    const evil = new PortcullisSocket(node.ws + '/chat', 'chat.v1', { WebSocket: WebSocket as never, headers: { cookie, origin: 'http://evil.test' }, transports: [transport] })
+    const evil = new PortcullisSocket(node.ws + '/chat', 'chat.v1', { WebSocket, headers: { cookie, origin: 'http://evil.test' }, transports: [transport] })
     t.teardown(() => evil.close())
     const ev2 = await nextClose(evil)
     t.same([ev2.code, ev2.reason], reasonOf(4403, 'PORTCULLIS_ORIGIN_NOT_ALLOWED'))
-    const noProtocol = new PortcullisSocket(node.ws + '/chat', [], { WebSocket: WebSocket as never, headers: { cookie, origin: ORIGIN } })
+    const noProtocol = new PortcullisSocket(node.ws + '/chat', [], { WebSocket, headers: { cookie, origin: ORIGIN } })
     t.teardown(() => noProtocol.close())
     t.same((await nextClose(noProtocol)).reason, 'PORTCULLIS_SUBPROTOCOL_UNSUPPORTED', 'chat.v1 is required (default transports: the reason is known)')
   })
@@ -143,4 +145,39 @@ t.test('with REDIS_URL, two nodes share the room, the sessions and the logout', 
   const closes = Promise.all([nextClose(onA), nextClose(onB)])
   await fetch(b.http + '/logout', { method: 'POST', headers: { cookie, origin: ORIGIN } })
   t.same((await closes).map((e) => e.code), [4001, 4001], 'a logout on node b closes node a\'s WebSocket too')
+})
+
+t.test('with TLS the chat serves https and wss, and the session cookie is a Secure __Host- cookie', async (t) => {
+  const { key, cert } = testTls()
+  const app = await buildChat({ sessionSecret: 'chat-contract-test-secret-0123456789', logger: false, clientBundle: Buffer.from(''), https: { key, cert } })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const origin = `https://127.0.0.1:${port}`
+  const res = await new Promise<{ status: number, cookie: string }>((resolve, reject) => {
+    const req = httpsRequest(`${origin}/login`, { method: 'POST', ca: cert, headers: { 'content-type': 'application/json', origin } }, (r) => {
+      r.resume()
+      resolve({ status: r.statusCode ?? 0, cookie: String(r.headers['set-cookie']?.[0] ?? '') })
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify({ user: 'alice', password: 'demo' }))
+  })
+  t.equal(res.status, 200)
+  t.match(res.cookie, /^__Host-chat=/)
+  t.match(res.cookie, /; Secure/)
+  t.match(res.cookie, /; HttpOnly/)
+  class TrustingWebSocket extends WebSocket {
+    constructor (url: string, protocols?: string | string[], opts?: { headers: Record<string, string> }) {
+      super(url, protocols, { ...opts, ca: cert })
+    }
+  }
+  const s = new PortcullisSocket(`wss://127.0.0.1:${port}/chat`, 'chat.v1', {
+    WebSocket: TrustingWebSocket, transports: ['websocket'], headers: { origin, cookie: res.cookie.split(';')[0] }
+  })
+  t.teardown(() => s.close())
+  await next(s, 'open')
+  t.equal(s.transport, 'websocket')
+  const got = messages(s, 1)
+  s.send(JSON.stringify({ type: 'say', text: 'over wss' }))
+  t.equal(JSON.parse((await got)[0] as string).text, 'over wss')
 })

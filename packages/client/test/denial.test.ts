@@ -19,7 +19,7 @@ t.test('a policy denial surfaces as a close event: 4000 + status, the denial cod
   t.equal(ev2.code, 4403)
   t.equal(ev2.reason, 'PORTCULLIS_ORIGIN_NOT_ALLOWED')
 
-  const badProtocol = new PortcullisSocket(server.url, 'other.v1', { WebSocket: (await import('ws')).default as never, headers: { origin: server.origin, authorization: 'Bearer alice' } })
+  const badProtocol = new PortcullisSocket(server.url, 'other.v1', { WebSocket: (await import('ws')).default, headers: { origin: server.origin, authorization: 'Bearer alice' } })
   t.teardown(() => badProtocol.close())
   const ev3 = await nextClose(badProtocol)
   t.equal(ev3.code, 4400)
@@ -90,7 +90,7 @@ t.test('an unreachable server is retried `retries` times, then the socket gives 
   const url = server.url
   await server.app.close()
   const s = new PortcullisSocket(url, 'echo.v1', {
-    WebSocket: (await import('ws')).default as never,
+    WebSocket: (await import('ws')).default,
     reconnect: { retries: 2, minDelayMs: 10, maxDelayMs: 20 },
     rememberFallback: false
   })

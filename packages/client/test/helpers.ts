@@ -103,7 +103,7 @@ export function client (t: { teardown: (fn: () => unknown) => void }, server: Ec
   const { user = 'alice', ...rest } = options
   const headers: Record<string, string> = { origin: server.origin, ...rest.headers }
   if (user !== null) headers.authorization = `Bearer ${user}`
-  const s = new PortcullisSocket(server.url, 'echo.v1', { WebSocket: WebSocket as never, openTimeoutMs: 2000, ...rest, headers })
+  const s = new PortcullisSocket(server.url, 'echo.v1', { WebSocket, openTimeoutMs: 2000, ...rest, headers })
   t.teardown(() => s.close())
   return s
 }
