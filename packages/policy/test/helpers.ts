@@ -21,7 +21,7 @@ export const testOriginStage: StageDefinition<string[], Set<string>> = {
   describe: (allowed) => `allow ${[...allowed].join(', ')}`
 }
 
-declare module '../src/types.js' {
+declare module '../src/index.js' {
   interface PortcullisRoutePolicy {
     testOrigins?: string[]
   }
