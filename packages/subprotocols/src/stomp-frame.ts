@@ -166,12 +166,11 @@ function parseFrame (buf: Buffer, start: number, limits: StompFrameLimits): Stom
 
 function asciiCommand (buf: Buffer, from: number, to: number): string | undefined {
   if (to - from > LONGEST_COMMAND || to === from) return undefined
-  let s = ''
   for (let j = from; j < to; j++) {
     const c = buf[j]
     if (c < 0x41 || c > 0x5a) return undefined // commands are upper-case ASCII letters
-    s += String.fromCharCode(c)
   }
+  const s = buf.toString('latin1', from, to)
   return COMMANDS.has(s) ? s : undefined
 }
 
