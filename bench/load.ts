@@ -14,7 +14,7 @@ export type Job =
   | { kind: 'echo', target: Target, message: string, conns: number, inFlight: number, warmupMs: number, windowMs: number }
   | { kind: 'idle', target: Target, n: number, warm: number }
   | { kind: 'poll', flavor: 'socketio-polling' | 'socketio-ws' | 'portcullis', target: Target, message: string, clients: number, warmupMs: number, windowMs: number }
-  | { kind: 'hostile', target: Target, variant: 'plain' | 'protocol' | 'headers', size: number, latencyCount: number, windowMs: number }
+  | { kind: 'hostile', target: Target, variant: 'plain' | 'protocol' | 'headers', size: number, latencyCount: number, windowMs: number, parallel?: number }
 
 type Msg = { type: 'job', id: number, job: Job } | { type: 'continue', id: number } | { type: 'exit' }
 
@@ -69,7 +69,7 @@ async function run (id: number, job: Job): Promise<unknown> {
         : job.variant === 'protocol'
           ? malformedProtocolRequest(t.port, t.path, t.headers, job.size)
           : manyHeadersRequest(t.port, t.path, t.headers, job.size)
-      return { requestBytes: bytes.length, ...await hostileRun(t.port, t.serverPid, bytes, job.latencyCount, job.windowMs) }
+      return { requestBytes: bytes.length, ...await hostileRun(t.port, t.serverPid, bytes, job.latencyCount, job.windowMs, job.parallel) }
     }
   }
 }

@@ -133,6 +133,9 @@ export function runMarkdown (run: RunResult): string {
       `load average at start ${(m.loadavg as number[]).join(' ')}. ${run.pinning}. ` +
       `Versions: ${Object.entries(run.versions).map(([k, v]) => `${k} ${v}`).join(', ')}. Run time ${Math.round(run.seconds)} s.`,
     '',
+    ...((run.config as { budgetHit?: boolean }).budgetHit === true ? ['**The time budget was reached: some repeats were skipped.**', ''] : []),
+    `Build: ${run.build}.`,
+    '',
     'Ratios are medians of per-repeat ratios (each repeat of a contender ran right next to the same repeat of the baseline). ' +
       'CPU columns are a fraction of one core over the measured window; **client-bound** marks rows where the load generator, not the server, was the limit.',
     ''
