@@ -207,6 +207,9 @@ export function replyDenial (reply: FastifyReply, denial: Denial): FastifyReply 
   reply.header('cache-control', 'no-store')
   reply.header('x-content-type-options', 'nosniff')
   if (denial.status === 426) reply.header('sec-websocket-version', '13')
+  if (denial.headers !== undefined) {
+    for (const name of Object.keys(denial.headers)) reply.header(name, denial.headers[name])
+  }
   if (reply.request.ws) reply.header('connection', 'close')
   return reply.send({ code: denial.code, message: denial.reason })
 }

@@ -175,6 +175,7 @@ export class Pipeline {
   #settle (ctx: ConnectionContext, route: CompiledRoute, entry: CompiledStage, result: StageResult, reported: Denial[]): Decision | undefined {
     if (result === undefined) return undefined
     const denial: Denial = { status: result.status, code: result.code, reason: result.reason, stage: entry.def.name }
+    if (result.headers !== undefined) denial.headers = result.headers
     if (entry.reportOnly) {
       reported.push(denial)
       route.counters.reported[denial.code] = (route.counters.reported[denial.code] ?? 0) + 1

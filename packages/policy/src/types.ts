@@ -81,6 +81,11 @@ export interface Denial {
   reason: string
   /** The stage that denied (filled in by the core). */
   stage?: string
+  /**
+   * Extra response headers for the denial on both doors, e.g. `WWW-Authenticate` on a 401
+   * (RFC 9110 §11.6.1). Never put a secret here.
+   */
+  headers?: Readonly<Record<string, string>>
 }
 
 export type Decision =

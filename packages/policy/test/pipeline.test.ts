@@ -214,3 +214,20 @@ t.test('app-wide defaults apply to routes, and route keys override them', async 
   const b = await wsOpen(`${ws}/b`, { origin: 'https://default.example' })
   t.equal(b.status, 403)
 })
+
+t.test('the extra headers of a denial are sent with it, e.g. WWW-Authenticate on a 401', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis)
+  app.wsPolicy.addStage({ name: 'origin', phase: 'origin', evaluate: () => undefined })
+  app.wsPolicy.addStage({
+    name: 'who',
+    phase: 'identity',
+    evaluate: () => ({ status: 401, code: 'AUTH', reason: 'log in', headers: { 'www-authenticate': 'Bearer realm="chat"' } })
+  })
+  app.get('/ws', { websocket: true }, () => {})
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
+  t.equal(r.status, 401)
+  t.equal(r.headers!['www-authenticate'], 'Bearer realm="chat"')
+})
