@@ -6,7 +6,7 @@
 import Fastify from 'fastify'
 import WebSocket from 'ws'
 import portcullis from '@portcullis/policy'
-import subprotocols, { json } from '../src/index.js'
+import subprotocols, { json, parsedMessage } from '../src/index.js'
 
 const CONNECTIONS = 8
 const PER_ROUND = 200
@@ -32,6 +32,13 @@ const echo = (socket: { on: (e: string, f: (d: Buffer, b: boolean) => void) => v
   socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
 }
 app.get('/none', { websocket: true }, echo as never)
+// the realistic pair: a handler that needs the object parses it itself, or reads the inspector's
+app.get('/none-parse', { websocket: true }, ((socket: { on: (e: string, f: (d: Buffer) => void) => void, send: (d: string) => void }) => {
+  socket.on('message', (data) => { const m = JSON.parse(String(data)); socket.send(JSON.stringify(m)) })
+}) as never)
+app.get('/json-parsed', { websocket: true, wsPolicy: { protocols: ['chat.v1'] } }, ((socket: { on: (e: string, f: (d: Buffer) => void) => void, send: (d: string) => void }) => {
+  socket.on('message', (data) => { const m = parsedMessage(socket as never, data); socket.send(JSON.stringify(m)) })
+}) as never)
 app.get('/plain', { websocket: true, wsPolicy: { protocols: ['plain.v1'] } }, echo as never)
 app.get('/json', { websocket: true, wsPolicy: { protocols: ['chat.v1'] } }, echo as never)
 await app.listen({ port: 0, host: '127.0.0.1' })
@@ -59,19 +66,24 @@ async function round (sockets: WebSocket[]): Promise<number> {
 const none = await open('/none')
 const plain = await open('/plain', 'plain.v1')
 const inspected = await open('/json', 'chat.v1')
-const times: Record<string, number[]> = { none: [], guard: [], json: [] }
+const noneParse = await open('/none-parse')
+const jsonParsed = await open('/json-parsed', 'chat.v1')
+const times: Record<string, number[]> = { none: [], guard: [], json: [], noneParse: [], jsonParsed: [] }
 for (let r = 0; r < ROUNDS; r++) {
   // interleave, so background load hits both the same way
   times.none.push(await round(none))
   times.guard.push(await round(plain))
   times.json.push(await round(inspected))
+  times.noneParse.push(await round(noneParse))
+  times.jsonParsed.push(await round(jsonParsed))
 }
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]
 const msgs = CONNECTIONS * PER_ROUND
-for (const k of ['none', 'guard', 'json']) {
-  console.log(`${k.padEnd(5)} median ${median(times[k]).toFixed(1)} ms per ${msgs} echoes = ${(msgs / median(times[k]) * 1000).toFixed(0)} msg/s`)
+for (const k of Object.keys(times)) {
+  console.log(`${k.padEnd(10)} median ${median(times[k]).toFixed(1)} ms per ${msgs} echoes = ${(msgs / median(times[k]) * 1000).toFixed(0)} msg/s`)
 }
 console.log(`guard only (core emit wrapper + type/size checks) overhead: ${((median(times.guard) / median(times.none) - 1) * 100).toFixed(1)} %`)
-console.log(`JSON-Schema inspection overhead: ${((median(times.json) / median(times.none) - 1) * 100).toFixed(1)} %`)
-for (const ws of [...none, ...plain, ...inspected]) ws.close()
+console.log(`JSON-Schema inspection overhead, pure echo: ${((median(times.json) / median(times.none) - 1) * 100).toFixed(1)} %`)
+console.log(`JSON-Schema inspection overhead, handler needs the object (parsedMessage vs own JSON.parse): ${((median(times.jsonParsed) / median(times.noneParse) - 1) * 100).toFixed(1)} %`)
+for (const ws of [...none, ...plain, ...inspected, ...noneParse, ...jsonParsed]) ws.close()
 await app.close()
