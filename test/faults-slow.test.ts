@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap'
 import { connect, type Socket } from 'node:net'
-import { Agent } from 'node:http'
+import { Agent, type ServerOptions } from 'node:http'
 import { listen, waitFor } from './helpers/index.js'
 import { rawConnect, frame, Op } from './helpers/frames.js'
 import { protectedApp, watchProcess, type ProtectedApp, type ProtectedAppOptions } from './load/app.js'
@@ -51,6 +51,11 @@ async function freshServed (tt: Test, s: Setup): Promise<void> {
   client!.destroy()
 }
 
+/** Node `http.createServer` options through Fastify's (untyped for HTTP/1) `http` option. */
+function nodeHttp (http: ServerOptions): object {
+  return { http }
+}
+
 const CHUNK = Buffer.alloc(64 * 1024, 0x61)
 /** The backpressure pattern docs/RELIABILITY.md recommends for WebSocket handlers. */
 const MAX_BUFFERED = 1024 * 1024
@@ -86,7 +91,8 @@ t.test('WebSocket: a handler that checks bufferedAmount closes a reader that nev
   const closes: number[] = []
   const s = await serve(tt, {
     // ws waits closeTimeout for the peer's close frame: a reader that never reads is dropped then
-    portcullis: { websocket: { closeTimeout: 500 } },
+    // closeTimeout: a ws 8.23 server option (not yet in @types/ws)
+    portcullis: { websocket: { closeTimeout: 500 } as object },
     handler: (socket) => {
       socket.on('close', (code: number) => closes.push(code))
       socket.on('message', (d: Buffer) => {
@@ -177,7 +183,7 @@ function slowloris (port: number, head: string, n: number, everyMs: number): { s
 
 t.test('slowloris request heads on the upgrade are cut by headersTimeout (408) and never starve fresh clients', async (tt) => {
   const s = await serve(tt, {
-    fastify: { requestTimeout: 2000, http: { headersTimeout: 1000, connectionsCheckingInterval: 100 } as object }
+    fastify: { requestTimeout: 2000, ...nodeHttp({ headersTimeout: 1000, connectionsCheckingInterval: 100 }) }
   })
   const head = `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`
   const attack = slowloris(s.port, head, 100, 50)
@@ -231,7 +237,7 @@ function slowSend (s: Setup, sid: string, giveUpMs: number): Promise<{ answer: s
 
 t.test('a slowloris body on a fallback send is cut by requestTimeout (with headersTimeout ≤ it) and delivers nothing', async (tt) => {
   const s = await serve(tt, {
-    fastify: { requestTimeout: 1000, http: { headersTimeout: 1000, connectionsCheckingInterval: 100 } as object }
+    fastify: { requestTimeout: 1000, ...nodeHttp({ headersTimeout: 1000, connectionsCheckingInterval: 100 }) }
   })
   const c = s.lp()
   await c.open(['echo.v1'])
@@ -247,7 +253,7 @@ t.test('a slowloris body on a fallback send is cut by requestTimeout (with heade
 })
 
 t.test('pitfall: Fastify\'s requestTimeout alone does not cut a slow body while headersTimeout (60 s) is larger', async (tt) => {
-  const s = await serve(tt, { fastify: { requestTimeout: 1000, http: { connectionsCheckingInterval: 100 } as object } })
+  const s = await serve(tt, { fastify: { requestTimeout: 1000, ...nodeHttp({ connectionsCheckingInterval: 100 }) } })
   tt.equal(s.app.server.headersTimeout, 60_000)
   const c = s.lp()
   await c.open(['echo.v1'])
@@ -257,7 +263,7 @@ t.test('pitfall: Fastify\'s requestTimeout alone does not cut a slow body while 
 })
 
 t.test('an idle WebSocket is not timed out by HTTP timeouts after the 101 (liveness is the app pings)', async (tt) => {
-  const s = await serve(tt, { fastify: { requestTimeout: 500, http: { connectionsCheckingInterval: 100 } as object } })
+  const s = await serve(tt, { fastify: { requestTimeout: 500, ...nodeHttp({ connectionsCheckingInterval: 100 }) } })
   const { client } = await rawConnect(s.port, { headers: s.creds })
   await new Promise(resolve => setTimeout(resolve, 1200))
   tt.notOk(client!.ended, 'the upgraded connection outlives requestTimeout: HTTP timeouts stop at the 101')
