@@ -48,6 +48,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   let ack = 0
   let outSeq = 0
   let batchMax = 64
+  let bodyMax = 1048576
   let outbox: Outgoing[] = []
   let sending = false
   let closing: [number | undefined, string] | undefined
@@ -133,7 +134,10 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     if (sending || sid === '' || done) return
     sending = true
     while (outbox.length > 0) {
-      const batch = outbox.slice(0, batchMax)
+      // within the server's limits (§4): message count, and body bytes (one message at least)
+      let n = 1
+      for (let bytes = 64 + outbox[0].size; n < outbox.length && n < batchMax && bytes + outbox[n].size <= bodyMax; n++) bytes += outbox[n].size
+      const batch = outbox.slice(0, n)
       const a = await withRetry('send', () => ({ seq: batch[0].seq, messages: batch.map((m) => m.msg) }))
       if (a === undefined || isDone()) break
       if (a.status === 409 && typeof a.body.ack === 'number') {
@@ -167,6 +171,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     sid = a.body.sid
     if (typeof a.body.protocol === 'string') protocol = a.body.protocol
     if (typeof a.body.maxMessagesPerRequest === 'number') batchMax = a.body.maxMessagesPerRequest
+    if (typeof a.body.maxBodyBytes === 'number') bodyMax = a.body.maxBodyBytes
     if (closing !== undefined) return sendClose()
     sink.open(protocol)
     poll().catch(() => finish(1006, '', false))
@@ -178,7 +183,9 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
       if (done || closing !== undefined) return
       const text = typeof data === 'string'
       const payload = text ? data : toBase64(data)
-      outbox.push({ seq: ++outSeq, msg: text ? { text: payload } : { binary: payload }, size: payload.length })
+      const msg = text ? { text: payload } : { binary: payload }
+      // its UTF-8 size inside the JSON body (escapes included), plus a comma
+      outbox.push({ seq: ++outSeq, msg, size: new TextEncoder().encode(JSON.stringify(msg)).length + 1 })
       flush().catch(() => finish(1006, '', false))
     },
     close (code, reason = '') {

@@ -146,3 +146,14 @@ t.test('a 5xx from the fallback is a dropped link: 1006, and reconnect brings it
   await next(s, 'open')
   t.equal(s.transport, 'long-poll', 'open again')
 })
+
+t.test('sends are split to fit the server\'s body and message-count limits', async (t) => {
+  const server = await echoServer(t, { fallback: { maxBodyBytes: 4096, maxMessagesPerRequest: 3 } })
+  const s = client(t, server, { forceLongPoll: true })
+  await next(s, 'open')
+  const texts = Array.from({ length: 12 }, (_, i) => `${i}:` + 'é"'.repeat(500)) // ~2 KB of JSON each
+  const got = messages(s, texts.length, 15000)
+  for (const text of texts) s.send(text)
+  t.same(await got, texts, 'every message arrived, in order, none refused as too large')
+  t.equal(s.readyState, PortcullisSocket.OPEN)
+})

@@ -19,6 +19,8 @@ export interface EchoServerOptions {
   refuseUpgrades?: boolean
   /** Never answer upgrades (a proxy that strips `Upgrade` and holds the request). */
   hangUpgrades?: boolean
+  /** Options for the fallback plugin (limits). */
+  fallback?: Record<string, unknown>
 }
 
 export interface EchoServer {
@@ -73,7 +75,7 @@ export async function echoServer (t: { teardown: (fn: () => unknown) => void }, 
     }
   })
   await app.register(subprotocols, { protocols: { 'echo.v1': { dataTypes: 'both' } } })
-  await app.register(fallback, { pollTimeoutMs: 2000, idleTimeoutMs: 5000 })
+  await app.register(fallback, { pollTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts.fallback })
 
   app.get('/echo', { websocket: true, wsPolicy: { protocols: ['echo.v1'], fallback: true } }, function echo (socket) {
     sockets.push(socket)
