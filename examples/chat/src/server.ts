@@ -37,5 +37,5 @@ await app.listen({ port, host })
 const address = app.server.address()
 const actualPort = address !== null && typeof address === 'object' ? address.port : port
 const shownHost = host.includes(':') ? `[${host}]` : host
-app.log.info(`\n${app.wsPolicy.describeTable()}`)
+app.log.info({ policy: app.wsPolicy.describe() }, 'portcullis policy')
 app.log.info(`listening on ${https !== undefined ? 'https' : 'http'}://${shownHost}:${actualPort}/`)
