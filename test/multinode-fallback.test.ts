@@ -200,6 +200,8 @@ function prefix (): string {
 // ---- child-process mode: one node, for the kill test ----
 if (process.env.PORTCULLIS_MULTINODE_CHILD !== undefined) {
   const { redisUrl, keyPrefix } = JSON.parse(process.env.PORTCULLIS_MULTINODE_CHILD)
+  // never outlive the test process: its end of our stdin closes when it exits, however it exits
+  process.stdin.on('end', () => process.exit(0)).resume()
   const node = await chatNode({ redisUrl, keyPrefix, loggedOut: new Set() })
   process.stdout.write(JSON.stringify({ port: node.port, nodeId: node.app.portcullisRedis.store.nodeId }) + '\n')
 } else {
@@ -325,7 +327,7 @@ function tests (): void {
     const keyPrefix = prefix()
     const child = spawn(process.execPath, ['--import=tsx', '--conditions=portcullis-source', fileURLToPath(import.meta.url)], {
       env: { ...process.env, PORTCULLIS_MULTINODE_CHILD: JSON.stringify({ redisUrl: redis.url, keyPrefix }) },
-      stdio: ['ignore', 'pipe', 'inherit']
+      stdio: ['pipe', 'pipe', 'inherit']
     })
     t.teardown(() => { child.kill('SIGKILL') })
     const info = await new Promise<{ port: number, nodeId: string }>((resolve, reject) => {
