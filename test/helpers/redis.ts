@@ -48,6 +48,14 @@ export async function startRedis (t: { teardown: (fn: () => unknown) => void }):
       '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning', '--logfile', ''
     ], { stdio: ['ignore', 'pipe', 'pipe'] })
     child = proc
+    // A test process that dies without its teardown (uncaught exception, process.exit) must
+    // not leave a redis-server behind.
+    const reap = (): void => {
+      proc.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    }
+    process.once('exit', reap)
+    proc.once('exit', () => process.removeListener('exit', reap))
     let output = ''
     proc.stdout?.on('data', (c: Buffer) => { output += String(c) })
     proc.stderr?.on('data', (c: Buffer) => { output += String(c) })
