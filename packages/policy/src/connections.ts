@@ -99,7 +99,6 @@ function installGuards (socket: PortcullisSocket, guards: ConnectionGuard[], log
   let violated = false
   // No rest parameters: this runs for every inbound message, so it allocates nothing per call.
   socket.emit = function portcullisGuardedEmit (this: PortcullisSocket, event: string | symbol, data?: unknown, isBinary?: unknown): boolean {
-    // eslint-disable-next-line prefer-rest-params
     if (event !== 'message') return emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
     if (violated) return false
     for (let i = 0; i < guards.length; i++) {
