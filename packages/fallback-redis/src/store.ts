@@ -513,15 +513,23 @@ export class RedisStore implements FallbackStore {
       this.#subReadyOnce = true
       return
     }
-    const cmd = this.#cmd
-    if (cmd === undefined) return
-    this.#run(cmd.xrange(`${this.#opts.keyPrefix}revocations`, `(${this.#lastRevocation}`, '+')).then((entries) => {
-      for (const [id, fields] of entries) {
-        const f = fieldMap(fields)
-        this.#revocation(id, f.s, Number(f.c), f.r)
-      }
-    }, (err) => this.#log.warn({ err }, 'portcullis: revocation catch-up failed'))
+    this.#catchUpRevocations().catch((err) => this.#log.warn({ err }, 'portcullis: revocation catch-up failed'))
     for (const sid of this.#owned.keys()) this.#drain(sid)
+  }
+
+  /**
+   * Apply revocations this node has not seen (pub/sub drops messages while a subscription is
+   * down). Run on resubscribe and on every heartbeat — the latter also covers the instant between
+   * a resubscribe and its SUBSCRIBE reaching Redis. One XRANGE that is almost always empty.
+   */
+  async #catchUpRevocations (): Promise<void> {
+    const cmd = this.#cmd
+    if (cmd === undefined || this.#stopped) return
+    const entries = await this.#run(cmd.xrange(`${this.#opts.keyPrefix}revocations`, `(${this.#lastRevocation}`, '+', 'COUNT', 1000))
+    for (const [id, fields] of entries) {
+      const f = fieldMap(fields)
+      this.#revocation(id, f.s, Number(f.c), f.r)
+    }
   }
 
   async #beat (): Promise<void> {
@@ -561,6 +569,7 @@ export class RedisStore implements FallbackStore {
       if (Date.now() - this.#lastBeat > this.#opts.nodeTtlMs) for (const w of [...this.#watchers.values()]) w.wake('data')
       return
     }
+    this.#catchUpRevocations().catch(() => {})
     for (const sid of [...this.#orphans]) {
       this.#orphans.delete(sid)
       this.#script('pcCloseOut', sid, STORE_LOST_CLOSE.code, STORE_LOST_CLOSE.reason, this.#opts.lingerMs, 0).catch(() => {})

@@ -359,3 +359,14 @@ t.test('an owner cut off from Redis: others close its sessions with 4011, it giv
   t.equal(await eventually(() => a.store.create(newRecord(a.store.nodeId), noLimits)), 'ok', 'the healed node opens sessions again')
   t.same((await b.store.get(rec.sid))?.closed, { code: 4011, reason: 'node gone' }, 'the old session stays closed')
 })
+
+t.test('a revocation whose pub/sub message was lost is applied by the next heartbeat', async (t) => {
+  const redis = await startRedis(t)
+  const keyPrefix = prefix()
+  const b = await startedStore(t, { redis: redis.url, keyPrefix, nodeTtlMs: 600 })
+  const raw = rawClient(t, redis.url)
+  // what REVOKE writes, minus the PUBLISH: as if the message had been dropped
+  await raw.xadd(`${keyPrefix}revocations`, '*', 's', 'sess-9', 'c', '4001', 'r', 'logged out')
+  await waitFor(() => b.node.revocations.length === 1, 2000, 'applied from the stream')
+  t.same(b.node.revocations, [{ sessionId: 'sess-9', code: 4001, reason: 'logged out' }])
+})
