@@ -75,7 +75,12 @@ export class PortcullisSocket extends EventTarget {
 
   constructor (url: string | URL, protocols?: string | string[], options: PortcullisSocketOptions = {}) {
     super()
-    const u = new URL(url, (globalThis as { location?: { href: string } }).location?.href)
+    let u: URL
+    try {
+      u = new URL(url, (globalThis as { location?: { href: string } }).location?.href)
+    } catch {
+      throw new SyntaxError('invalid URL')
+    }
     if (u.protocol === 'http:' || u.protocol === 'https:') u.protocol = u.protocol === 'http:' ? 'ws:' : 'wss:'
     if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new SyntaxError('URL scheme must be ws: or wss:')
     u.hash = ''
@@ -91,7 +96,9 @@ export class PortcullisSocket extends EventTarget {
   /** The door in use: `'websocket'` or `'long-poll'`; `''` before the first open. */
   get transport (): TransportName | '' { return this.#transport }
   get bufferedAmount (): number { return this.#conn?.buffered() ?? 0 }
+  /** Binary messages always arrive as `ArrayBuffer` (both doors); setting it is accepted and ignored. */
   get binaryType (): 'arraybuffer' { return 'arraybuffer' }
+  set binaryType (_value: string) {}
 
   /** Queue a message. Throws while CONNECTING, like WebSocket; after close it is dropped. */
   send (data: string | ArrayBuffer | ArrayBufferView): void {

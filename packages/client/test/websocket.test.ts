@@ -71,6 +71,8 @@ t.test('misuse throws like WebSocket does', async (t) => {
   t.throws(() => s.close(1006), { name: 'InvalidAccessError' }, 'a reserved close code')
   t.throws(() => s.close(1000, 'x'.repeat(124)), { name: 'SyntaxError' }, 'a reason over 123 bytes')
   t.throws(() => new PortcullisSocket('ftp://127.0.0.1/x'), SyntaxError, 'a URL that is not ws(s) or http(s)')
+  t.throws(() => new PortcullisSocket('/relative-without-a-page'), SyntaxError, 'a relative URL outside a page')
+  t.doesNotThrow(() => { s.binaryType = 'arraybuffer' }, 'binaryType can be set, as code written for WebSocket does')
   await next(s, 'open')
 })
 
