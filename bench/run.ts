@@ -11,6 +11,7 @@
  * same repeat of the baseline, so drift on a shared machine shows up as spread, not as bias.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { startLoad, startServer, hasTaskset, useBuilt, type LoadHandle, type ServerHandle } from './lib/children.js'
 import { buildBench } from './lib/build.js'
@@ -39,7 +40,7 @@ const started = Date.now()
 /** Every number that shapes a run, per mode. */
 const config = quick
   ? { reps: 2, warmupMs: 250, windowMs: 1000, latencyCount: 200, latencyMaxMs: 800, idleConns: 1000, idleReps: 1, idleWarm: 100, pollWarmupMs: 300, pollWindowMs: 1000, hostileLatency: 100, hostileWindowMs: 500 }
-  : { reps: 5, warmupMs: 750, windowMs: 2500, latencyCount: 1000, latencyMaxMs: 2000, idleConns: 5000, idleReps: 3, idleWarm: 500, pollWarmupMs: 750, pollWindowMs: 2500, hostileLatency: 400, hostileWindowMs: 1200 }
+  : { reps: 7, warmupMs: 500, windowMs: 2000, latencyCount: 600, latencyMaxMs: 1500, idleConns: 5000, idleReps: 3, idleWarm: 500, pollWarmupMs: 500, pollWindowMs: 2000, hostileLatency: 300, hostileWindowMs: 1000 }
 /** Wall-clock budget: past it, remaining repeats are skipped (and the report says so). */
 const BUDGET_MS = quick ? 110_000 : 570_000
 let budgetHit = false
@@ -328,6 +329,7 @@ async function hostile (): Promise<ScenarioResult> {
 
 async function main (): Promise<void> {
   mkdirSync(outDir, { recursive: true })
+  const machineAtStart = machine()
   log(`${mode} run: ${only.join(', ')}; pinning ${hasTaskset() ? 'server → core 0, load → core 1 (taskset)' : 'unavailable (no taskset)'}`)
   // compiled children by default; --tsx runs the TypeScript sources through tsx (slower: keepNames)
   const fromSource = flag('tsx')
@@ -362,7 +364,7 @@ async function main (): Promise<void> {
     date: new Date().toISOString(),
     mode,
     seconds: (Date.now() - started) / 1000,
-    machine: { ...machine() },
+    machine: { ...machineAtStart, loadavgEnd: loadavg().map(n => Math.round(n * 100) / 100) },
     versions: {
       node: process.version,
       fastify: version('fastify'),

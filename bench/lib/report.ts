@@ -130,7 +130,7 @@ export function runMarkdown (run: RunResult): string {
     `## Results — ${run.mode} run, ${run.date}`,
     '',
     `Machine: ${String(m.nproc)} × ${String(m.cpu)}, ${String(m.memoryGiB)} GiB, Node.js ${String(m.node)}, ${String(m.platform)}; ` +
-      `load average at start ${(m.loadavg as number[]).join(' ')}. ${run.pinning}. ` +
+      `load average ${(m.loadavg as number[]).join(' ')} at start, ${((m.loadavgEnd ?? []) as number[]).join(' ')} at the end (shared machine). ${run.pinning}. ` +
       `Versions: ${Object.entries(run.versions).map(([k, v]) => `${k} ${v}`).join(', ')}. Run time ${Math.round(run.seconds)} s.`,
     '',
     ...((run.config as { budgetHit?: boolean }).budgetHit === true ? ['**The time budget was reached: some repeats were skipped.**', ''] : []),
