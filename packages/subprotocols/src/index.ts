@@ -175,11 +175,14 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
       p = compiled.plans.get(chosen)
     }
     if (p === undefined) return undefined // the route negotiates no subprotocol
-    if (p.maxConnections !== Infinity) {
+    // `resumed`: the fallback's poll/send/close continue a connection counted when it opened
+    // (set by @portcullis/fallback); counting it again would refuse a client's own next poll
+    if (p.maxConnections !== Infinity && (ctx.state as { resumed?: boolean }).resumed !== true) {
       // counts live connections (both doors); concurrent handshakes of one identity may each
       // pass before either is attached — a soft limit, exact once connections are open
       const id = ctx.state.identity?.id
-      if (id !== undefined && fastify.wsPolicy.connectionsOf(id) >= p.maxConnections) return DENY.tooManyConnections
+      // a resumed long-poll request belongs to a connection counted when it opened
+      if (!ctx.resumed && id !== undefined && fastify.wsPolicy.connectionsOf(id) >= p.maxConnections) return DENY.tooManyConnections
     }
     // the core answers exactly this name in the 101 (handleProtocols), never the client's text
     if (chosen !== undefined) ctx.state.protocol = chosen

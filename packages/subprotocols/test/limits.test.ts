@@ -45,6 +45,28 @@ t.test('a connection beyond maxConnectionsPerIdentity is refused with 429 before
   for (const r of [a2, b1, anon, a4]) r.ws!.close()
 })
 
+t.test('a resumed long-poll request of a counted connection is not refused by the connection limit', async (t) => {
+  const app = await protoApp(t, { protocols: { 'chat.v1': json() } })
+  app.get('/chat', { websocket: true, wsPolicy: { protocols: { accept: ['chat.v1'], limits: { maxConnectionsPerIdentity: 1 } } } }, (socket) => { socket.send('hi') })
+  // stands in for @portcullis/fallback's poll/send/close gate: it marks the context `resumed`
+  app.get('/poll', async (request, reply) => {
+    const ctx = app.wsPolicy.context(request, 'long-poll', '/chat', 'chat.v1')
+    if (request.headers['x-resumed'] === '1') (ctx.state as { resumed?: boolean }).resumed = true
+    const d = await app.wsPolicy.evaluate(ctx, app.wsPolicy.route('/chat')!)
+    return d.allowed ? { protocol: d.state.protocol } : reply.code(d.denial.status).send({ code: d.denial.code })
+  })
+  const { ws } = await listen(app)
+  const first = await wsOpen(`${ws}/chat`, { protocols: ['chat.v1'], headers: { 'x-user': 'dave' } })
+  await nextMessages(first.ws!)
+  t.equal(app.wsPolicy.connectionsOf('dave'), 1)
+  const resumed = await app.inject({ url: '/poll', headers: { 'x-user': 'dave', 'x-resumed': '1' } })
+  t.same(resumed.json(), { protocol: 'chat.v1' }, 'a poll of the connection that holds the slot goes through')
+  const fresh = await app.inject({ url: '/poll', headers: { 'x-user': 'dave' } })
+  t.equal(fresh.statusCode, 429, 'a new connection is still counted')
+  t.same(fresh.json(), { code: 'PORTCULLIS_TOO_MANY_CONNECTIONS' })
+  first.ws!.close()
+})
+
 t.test('the route\'s connection limit overrides the protocol\'s', async (t) => {
   const app = await protoApp(t, { protocols: { 'chat.v1': json({ limits: { maxConnectionsPerIdentity: 5 } }) } })
   app.get('/chat', { websocket: true, wsPolicy: { protocols: { accept: ['chat.v1'], limits: { maxConnectionsPerIdentity: 1 } } } }, (socket) => { socket.send('hi') })
