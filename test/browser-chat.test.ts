@@ -1,14 +1,21 @@
 import t, { type Test } from 'tap'
 import { existsSync, statSync } from 'node:fs'
 import {
-  launchBrowser, lines, newContext, openLoggedIn, say, screenshot, startChat, transportOf, waitForLines
+  launchBrowser, newContext, openLoggedIn, say, screenshot, startChat, transportOf, waitForLines, waitForState
 } from './helpers/browser.js'
 
 const browser = await launchBrowser(t)
 
 /** Alice and Bob, each in their own browser context, take turns; both see every line in order. */
 async function converse (t: Test, refuseUpgrades: boolean): Promise<void> {
-  const chat = await startChat(t, { refuseUpgrades })
+  let upgrades = 0
+  const chat = await startChat(t, { refuseUpgrades }, (app) => {
+    // onResponse: the refusal answers in onRequest, before a later onRequest hook would run
+    app.addHook('onResponse', function countUpgrades (request, _reply, done) {
+      if (request.headers.upgrade !== undefined) upgrades++
+      done()
+    })
+  })
   const alice = await openLoggedIn(await newContext(t, browser), chat, 'alice')
   const bob = await openLoggedIn(await newContext(t, browser), chat, 'bob')
   const transport = refuseUpgrades ? 'long-poll' : 'websocket'
@@ -41,7 +48,13 @@ async function converse (t: Test, refuseUpgrades: boolean): Promise<void> {
     const path = await screenshot(bob, 'chat.png')
     t.ok(existsSync(path) && statSync(path).size > 1000, `screenshot saved to ${path}`)
   } else {
-    t.same(await lines(alice), seenByAlice)
+    // the client remembers the fallback for the page session: a reload does not try the upgrade again
+    const before = upgrades
+    t.equal(before, 2, `each page tried the WebSocket once (${before})`)
+    await alice.reload()
+    await waitForState(alice, 'open')
+    t.equal(await transportOf(alice), 'long-poll')
+    t.equal(upgrades, before, 'no new upgrade attempt after the reload')
   }
 }
 
