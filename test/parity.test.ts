@@ -221,8 +221,12 @@ t.test('a per-identity connection limit counts both doors', async (t) => {
   t.same(await lpDoor(port, self, '/single', attempt), { status: 429, code: 'PORTCULLIS_TOO_MANY_CONNECTIONS' }, 'long-poll after a WebSocket')
   await first.send('"close-me"')
   await first.closed()
-  await openLp(port, '/single', 'chat.v1', 'auth=bob.b1')
+  const lp = new LpClient(port, '/single', { origin: APP, cookie: 'auth=bob.b1' })
+  t.equal((await lp.open(['chat.v1'])).status, 200)
   t.same(await wsDoor(port, self, '/single', attempt), { status: 429, code: 'PORTCULLIS_TOO_MANY_CONNECTIONS' }, 'WebSocket after a long-poll session')
+  // the open session's own polls and sends are not new connections: the limit does not refuse them
+  await lp.send('"still me"')
+  t.same((await lp.receive(1)).map(String), ['"still me"'], 'the counted session keeps working')
 })
 
 t.test('server shutdown closes both doors with 1001', async (t) => {

@@ -310,9 +310,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       // The policy sees only the request (origin, cookies, the repeated protocol), never whether
       // the id exists, so its answer cannot tell a live id from a dead one. `resumed` tells
       // stages that count new connections (per-identity limits) that this one was counted at open.
-      const ctx = policy.context(request, 'long-poll', route.url, headerValue(request.headers['x-portcullis-protocol']))
-      ctx.state.resumed = true
-      const decision = await policy.evaluate(ctx, route)
+      const decision = await route.evaluate(request, 'long-poll', headerValue(request.headers['x-portcullis-protocol']), true)
       if (!decision.allowed) return replyDenial(reply, decision.denial)
       const sid = request.headers['x-portcullis-sid']
       const record = isSid(sid) ? await store.get(sid) : undefined

@@ -42,14 +42,6 @@ export interface FallbackOptions extends FallbackLimits {
 }
 
 declare module '@portcullis/policy' {
-  interface PortcullisState {
-    /**
-     * Set by `@portcullis/fallback` before the policy runs on `poll`, `send` and `close`: the
-     * request continues a connection that was counted when it opened. Stages that count or
-     * rate-limit NEW connections (per-identity connection limits) skip it; every other check runs.
-     */
-    resumed?: boolean
-  }
   interface PortcullisRoutePolicy {
     /**
      * Serve an HTTP long-poll twin of this WebSocket route at `<path>/_lp/*` (see

@@ -13,16 +13,18 @@ export class Context implements ConnectionContext {
   readonly route: string
   readonly headers: IncomingHttpHeaders
   readonly offeredProtocols: string | undefined
+  readonly resumed: boolean
   readonly state: PortcullisState
   #cookies: Map<string, string[]> | undefined
   #originCount = -1
 
-  constructor (request: FastifyRequest, transport: Transport, route: string, offeredProtocols: string | undefined) {
+  constructor (request: FastifyRequest, transport: Transport, route: string, offeredProtocols: string | undefined, resumed = false) {
     this.transport = transport
     this.request = request
     this.route = route
     this.headers = request.headers
     this.offeredProtocols = offeredProtocols
+    this.resumed = resumed
     this.state = {}
   }
 

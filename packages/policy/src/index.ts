@@ -78,7 +78,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     addTransport: (transport) => pipeline.addTransport(transport),
     stages: () => pipeline.stages.map(s => s.name),
     hasStage: (name) => pipeline.stages.some(s => s.name === name),
-    context: (request, transport, route, offered) => new Context(request, transport, route, offered ?? joinProtocols(request)),
+    context: (request, transport, route, offered, resumed) => new Context(request, transport, route, offered ?? joinProtocols(request), resumed),
     evaluate: (ctx, route) => pipeline.evaluate(ctx, route as CompiledRoute),
     route: (url) => pipeline.routes.get(url),
     attach: (socket, state, log) => connections.attach(socket, state, log),

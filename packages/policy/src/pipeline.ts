@@ -127,8 +127,8 @@ export class Pipeline {
       originDisabled,
       transports,
       counters: { allowed: 0, denied: {}, reported: {} },
-      evaluate: (request: FastifyRequest, transport: Transport, offered?: string) =>
-        this.evaluate(new Context(request, transport, url, offered), route)
+      evaluate: (request: FastifyRequest, transport: Transport, offered?: string, resumed?: boolean) =>
+        this.evaluate(new Context(request, transport, url, offered, resumed), route)
     }
     this.routes.set(url, route)
     // a stage added from now on would silently not apply to this route
@@ -168,7 +168,8 @@ export class Pipeline {
       const denied = this.#settle(ctx, route, entry, result as StageResult, reported)
       if (denied !== undefined) return denied
     }
-    route.counters.allowed++
+    // a resumed request (a long-poll poll/send) is not a new connection: count admissions once
+    if (!ctx.resumed) route.counters.allowed++
     return { allowed: true, state: ctx.state, reported }
   }
 

@@ -43,6 +43,12 @@ export interface ConnectionContext {
    * cookies with one name — cookie tossing). Parsed lazily on first access; values raw (not decoded).
    */
   readonly cookies: ReadonlyMap<string, readonly string[]>
+  /**
+   * `true` when the request continues a connection that was already admitted (a long-poll
+   * `poll`, `send` or `close`): every check runs again, but stages that count or rate-limit NEW
+   * connections (per-identity connection limits) must not count it twice.
+   */
+  readonly resumed: boolean
   /** What stages attach for later stages and for the handler. Extend by declaration merging. */
   readonly state: PortcullisState
 }
@@ -228,7 +234,7 @@ export interface ProtectedRoute {
   /** The compiled value of a stage for this route (what its `compile` returned), or undefined. */
   compiled: (stageName: string) => unknown
   /** Set by the core: run the full pipeline for a request through this route. */
-  evaluate: (request: FastifyRequest, transport: Transport, offeredProtocols?: string) => Decision | Promise<Decision>
+  evaluate: (request: FastifyRequest, transport: Transport, offeredProtocols?: string, resumed?: boolean) => Decision | Promise<Decision>
 }
 
 export interface PortcullisOptions {
@@ -271,7 +277,7 @@ export interface PortcullisPolicy {
   stages: () => string[]
   hasStage: (name: string) => boolean
   /** Build the transport-neutral context for a request (both doors use this). */
-  context: (request: FastifyRequest, transport: Transport, route: string, offeredProtocols?: string) => ConnectionContext
+  context: (request: FastifyRequest, transport: Transport, route: string, offeredProtocols?: string, resumed?: boolean) => ConnectionContext
   /** Run the pipeline on a context with a route's compiled policy. */
   evaluate: (ctx: ConnectionContext, route: ProtectedRoute) => Decision | Promise<Decision>
   /** The protected route at `url`, if any. */
