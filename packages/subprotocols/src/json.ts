@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { Ajv, type AnySchema, type ValidateFunction } from 'ajv'
 import secureJsonParse from 'secure-json-parse'
 import type { Violation } from '@portcullis/policy'
@@ -118,7 +119,11 @@ class JsonInspector implements MessageInspector {
     this.#ctx = ctx
   }
 
-  message (data: Buffer | string): Violation | undefined {
+  message (data: Buffer | string, isBinary: boolean): Violation | undefined {
+    // JSON text is UTF-8 (RFC 8259 §8.1). `ws` validates text messages (RFC 6455 §8.1), not
+    // binary ones: decoding invalid octets would turn them into U+FFFD, so the parsed value would
+    // pass while the handler's original bytes say something else. Refuse instead.
+    if (isBinary && typeof data !== 'string' && !isUtf8(data)) return JsonViolations.INVALID_JSON
     let value: unknown
     try {
       value = parseJsonSecure(typeof data === 'string' ? data : data.toString('utf8'))

@@ -10,6 +10,8 @@
  * never spans messages (STOMP over WebSocket clients such as stompjs send one frame per message).
  */
 
+import { isUtf8 } from 'node:buffer'
+
 export const CLIENT_COMMANDS = Object.freeze([
   'CONNECT', 'STOMP', 'SEND', 'SUBSCRIBE', 'UNSUBSCRIBE', 'BEGIN', 'COMMIT', 'ABORT', 'ACK', 'NACK', 'DISCONNECT'
 ] as const)
@@ -186,8 +188,15 @@ function parseLength (value: string, index: number): number {
   return n
 }
 
-function utf8 (buf: Buffer, from: number, to: number): string {
-  return buf.toString('utf8', from, to)
+/**
+ * Header names and values are UTF-8 (STOMP 1.2, "Value Encoding"). A binary message is not
+ * validated by `ws`, and decoding invalid octets yields U+FFFD: the ACL would judge a destination
+ * other than the bytes the handler reads. Only a decoded U+FFFD needs the exact check.
+ */
+function utf8 (buf: Buffer, from: number, to: number, index: number = from): string {
+  const s = buf.toString('utf8', from, to)
+  if (s.indexOf('\uFFFD') !== -1 && !isUtf8(buf.subarray(from, to))) throw new StompSyntaxError('bad-header', index)
+  return s
 }
 
 /**
@@ -211,5 +220,5 @@ function unescape (buf: Buffer, from: number, to: number): string {
     else throw new StompSyntaxError('bad-escape', k)
     k++
   }
-  return out.toString('utf8', 0, n)
+  return utf8(out, 0, n, from)
 }

@@ -67,6 +67,19 @@ for (const [what, bad, code, reason, binary] of cases) {
   })
 }
 
+t.test('a binary JSON message that is not UTF-8 closes with 1008, and the handler never sees it', async (t) => {
+  const { seen, url } = await echoApp(t, { protocols: { 'chat.v1': json({ schema: chatSchema, dataTypes: 'both' }) } })
+  const r = await wsOpen(url, { protocols: ['chat.v1'] })
+  const ws = r.ws as WebSocket
+  ws.send(Buffer.from('{"text":"bin"}'), { binary: true })
+  t.same(await nextMessages(ws), ['{"text":"bin"}'], 'valid UTF-8 in a binary message passes')
+  const done = closed(ws)
+  // decoded leniently this would be {"text":"\uFFFD"} and match the schema
+  ws.send(Buffer.concat([Buffer.from('{"text":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]), { binary: true })
+  t.same(await done, { code: 1008, reason: 'invalid JSON' })
+  t.same(seen, ['{"text":"bin"}'])
+})
+
 t.test('closes with 4008 past the rate limit; the burst gets through', async (t) => {
   const { seen, url } = await echoApp(t, {
     protocols: { 'chat.v1': json({ schema: chatSchema, limits: { rate: { messagesPerSecond: 1, burst: 3 } } }) }

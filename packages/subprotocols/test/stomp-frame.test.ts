@@ -147,3 +147,21 @@ function catchError (fn: () => unknown): unknown {
   }
   return undefined
 }
+
+t.test('refuses header names and values that are not UTF-8, escaped or not; a correct U+FFFD passes', async (t) => {
+  const bad = (head: string, tail: string): Buffer => Buffer.concat([Buffer.from(head), Buffer.from([0xff, 0xfe]), Buffer.from(tail)])
+  for (const [what, buf] of [
+    ['a value', bad('SEND\ndestination:/topic/', '\n\n\0')],
+    ['an escaped value', bad('SEND\ndestination:/a\\c', '\n\n\0')],
+    ['a name', bad('SEND\ndestination:/a\nx', ':1\n\n\0')],
+    ['a CONNECT value', bad('CONNECT\naccept-version:1.2\nlogin:', '\n\n\0')]
+  ] as Array<[string, Buffer]>) {
+    const err = catchError(() => parse(buf))
+    t.ok(err instanceof StompSyntaxError, what)
+    t.equal((err as StompSyntaxError).problem, 'bad-header', what)
+  }
+  const [f] = parse('SEND\ndestination:/a\uFFFDb\n\n\0')
+  t.equal(stompHeader(f, 'destination'), '/a\uFFFDb', 'an encoded U+FFFD is valid UTF-8')
+  const [g] = parse(Buffer.concat([Buffer.from('SEND\ndestination:/a\n\n'), Buffer.from([0xff]), Buffer.from('\0')]))
+  t.equal(g.bodyLength, 1, 'a body is octets: not checked')
+})
