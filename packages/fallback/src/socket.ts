@@ -176,6 +176,20 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     })
   }
 
+  /**
+   * A no-op kept for handler compatibility with `ws` (heartbeat code calls `ping()` on every
+   * socket): on this door liveness is the poll itself, and an idle session closes with 4010.
+   * The callback, if any, is called on the next tick like ws's once the frame is written.
+   */
+  ping (_data?: unknown, _mask?: boolean, cb?: (err?: Error) => void): void {
+    if (cb !== undefined) process.nextTick(cb)
+  }
+
+  /** A no-op, as `ping()`. */
+  pong (_data?: unknown, _mask?: boolean, cb?: (err?: Error) => void): void {
+    if (cb !== undefined) process.nextTick(cb)
+  }
+
   /** Client messages routed here by the store, in order, each once. */
   [kReceive] (frames: InboundFrame[]): void {
     for (const f of frames) {

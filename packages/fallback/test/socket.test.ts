@@ -153,3 +153,19 @@ t.test('a store failure without an error listener does not crash the server', as
   store.failing = false
   t.equal((await new LpClient(port, '/ws', { origin }).open()).status, 200)
 })
+
+t.test('ws heartbeat code runs unchanged: ping() and pong() are no-ops that call back, and the session stays open', async (t) => {
+  const app = await lpApp(t)
+  const pinged = new Inbox<string>()
+  app.get('/ws', { websocket: true, wsPolicy: { fallback: true } }, (socket) => {
+    const s = socket as unknown as { ping: (d?: unknown, m?: boolean, cb?: (err?: Error) => void) => void, pong: (d?: unknown, m?: boolean, cb?: (err?: Error) => void) => void }
+    s.ping(undefined, undefined, (err) => pinged.push(`ping:${String(err)}`))
+    s.pong(undefined, undefined, (err) => pinged.push(`pong:${String(err)}`))
+    socket.send('alive')
+  })
+  const port = await start(app)
+  const c = new LpClient(port, '/ws', { origin })
+  await c.open()
+  t.same((await c.receive(1)).map(String), ['alive'])
+  t.same(await pinged.take(2), ['ping:undefined', 'pong:undefined'])
+})
