@@ -175,9 +175,9 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
       p = compiled.plans.get(chosen)
     }
     if (p === undefined) return undefined // the route negotiates no subprotocol
-    // `resumed`: the fallback's poll/send/close continue a connection counted when it opened
-    // (set by @portcullis/fallback); counting it again would refuse a client's own next poll
-    if (p.maxConnections !== Infinity && (ctx.state as { resumed?: boolean }).resumed !== true) {
+    // `resumed`: the fallback's poll/send/close continue a connection counted when it opened;
+    // counting it again would refuse a client's own next poll
+    if (p.maxConnections !== Infinity && !ctx.resumed) {
       // counts live connections (both doors); concurrent handshakes of one identity may each
       // pass before either is attached — a soft limit, exact once connections are open
       const id = ctx.state.identity?.id

@@ -48,10 +48,9 @@ t.test('a connection beyond maxConnectionsPerIdentity is refused with 429 before
 t.test('a resumed long-poll request of a counted connection is not refused by the connection limit', async (t) => {
   const app = await protoApp(t, { protocols: { 'chat.v1': json() } })
   app.get('/chat', { websocket: true, wsPolicy: { protocols: { accept: ['chat.v1'], limits: { maxConnectionsPerIdentity: 1 } } } }, (socket) => { socket.send('hi') })
-  // stands in for @portcullis/fallback's poll/send/close gate: it marks the context `resumed`
+  // stands in for @portcullis/fallback's poll/send/close gate: its context is `resumed`
   app.get('/poll', async (request, reply) => {
-    const ctx = app.wsPolicy.context(request, 'long-poll', '/chat', 'chat.v1')
-    if (request.headers['x-resumed'] === '1') (ctx.state as { resumed?: boolean }).resumed = true
+    const ctx = app.wsPolicy.context(request, 'long-poll', '/chat', 'chat.v1', request.headers['x-resumed'] === '1')
     const d = await app.wsPolicy.evaluate(ctx, app.wsPolicy.route('/chat')!)
     return d.allowed ? { protocol: d.state.protocol } : reply.code(d.denial.status).send({ code: d.denial.code })
   })
