@@ -296,7 +296,13 @@ export class RedisStore implements FallbackStore {
 
   async pushInbound (sid: string, frames: InboundFrame[]): Promise<InboundResult> {
     const args: Array<string | number> = []
-    for (const f of frames) args.push(f.seq, f.type === 'binary' ? 'b' : 't', f.data)
+    for (const f of frames) {
+      // Redis stores UTF-8, which cannot carry a lone surrogate (it would arrive as U+FFFD and
+      // pass the owner's RFC 6455 §8.1 check): such text travels JSON-escaped, so the owner
+      // sees exactly what the client sent and closes with 1007 as the in-memory store would.
+      if (f.type === 'text' && !isWellFormed(f.data)) args.push(f.seq, 'u', JSON.stringify(f.data))
+      else args.push(f.seq, f.type === 'binary' ? 'b' : 't', f.data)
+    }
     const [status, inAck, inDone, accepted] = await this.#script('pcPushIn', sid, this.nodeId, this.#opts.lingerMs, ...args) as [string, number, number, number]
     if (status === 'unknown') return { status: 'unknown' }
     if (status === 'closed' || status === 'gap') return { status, inAck }
@@ -474,7 +480,7 @@ export class RedisStore implements FallbackStore {
           replies.add(f.r)
           // Delivered before but not yet recorded (Redis hiccup): never twice to the handler.
           if (seq <= owned.delivered) continue
-          frames.push({ seq, type: f.t === 'b' ? 'binary' : 'text', data: f.d })
+          frames.push({ seq, type: f.t === 'b' ? 'binary' : 'text', data: f.t === 'u' ? JSON.parse(f.d) as string : f.d })
         }
         if (frames.length > 0) {
           owned.delivered = frames[frames.length - 1].seq
@@ -612,6 +618,11 @@ function unavailable (cause: unknown): Error {
   const err = new PORTCULLIS_STORE_UNAVAILABLE()
   Object.defineProperty(err, 'cause', { value: cause, enumerable: false, configurable: true, writable: true })
   return err
+}
+
+/** ES2024 `String.prototype.isWellFormed` (Node ≥ 20): false when a lone surrogate is present. */
+function isWellFormed (s: string): boolean {
+  return (s as string & { isWellFormed: () => boolean }).isWellFormed()
 }
 
 function fieldMap (fields: string[]): Record<string, string> {

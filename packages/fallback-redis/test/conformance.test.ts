@@ -14,7 +14,7 @@ type Op =
   | { op: 'create', s: number, perIdentity: number }
   | { op: 'push', s: number, n: number }
   | { op: 'read', s: number, ackDelta: number, messages: number, bytes: number }
-  | { op: 'send', s: number, from: number, n: number }
+  | { op: 'send', s: number, from: number, n: number, bad: boolean }
   | { op: 'close', s: number, code: number, drop: boolean }
   | { op: 'clientClose', s: number }
   | { op: 'touch', s: number }
@@ -28,8 +28,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('push' as const), s: fc.nat(S - 1), n: fc.integer({ min: 1, max: 4 }) }),
   fc.record({ op: fc.constant('read' as const), s: fc.nat(S - 1), ackDelta: fc.integer({ min: -2, max: 3 }), messages: fc.integer({ min: 1, max: 5 }), bytes: fc.integer({ min: 1, max: 12 }) }),
   fc.record({ op: fc.constant('read' as const), s: fc.nat(S - 1), ackDelta: fc.integer({ min: -2, max: 3 }), messages: fc.integer({ min: 1, max: 5 }), bytes: fc.integer({ min: 1, max: 12 }) }),
-  fc.record({ op: fc.constant('send' as const), s: fc.nat(S - 1), from: fc.integer({ min: -1, max: 2 }), n: fc.integer({ min: 1, max: 3 }) }),
-  fc.record({ op: fc.constant('send' as const), s: fc.nat(S - 1), from: fc.integer({ min: -1, max: 2 }), n: fc.integer({ min: 1, max: 3 }) }),
+  fc.record({ op: fc.constant('send' as const), s: fc.nat(S - 1), from: fc.integer({ min: -1, max: 2 }), n: fc.integer({ min: 1, max: 3 }), bad: fc.boolean() }),
+  fc.record({ op: fc.constant('send' as const), s: fc.nat(S - 1), from: fc.integer({ min: -1, max: 2 }), n: fc.integer({ min: 1, max: 3 }), bad: fc.constant(false) }),
   fc.record({ op: fc.constant('close' as const), s: fc.nat(S - 1), code: fc.constantFrom(1000, 4009, 4010), drop: fc.boolean() }),
   fc.record({ op: fc.constant('clientClose' as const), s: fc.nat(S - 1) }),
   fc.record({ op: fc.constant('touch' as const), s: fc.nat(S - 1) }),
@@ -61,7 +61,8 @@ async function apply (store: FallbackStore, op: Op, sids: string[], ids: { ident
       return store.readOutbound(sid, Math.max(0, m.ack[op.s] + op.ackDelta), { messages: op.messages, bytes: op.bytes })
     case 'send': {
       const first = Math.max(1, m.inAck[op.s] + 1 + op.from)
-      const frames: InboundFrame[] = Array.from({ length: op.n }, (_, i) => ({ seq: first + i, type: 'text', data: `c${first + i}` }))
+      // text with a lone surrogate (not valid UTF-8) must reach the owner unchanged, so it closes 1007
+      const frames: InboundFrame[] = Array.from({ length: op.n }, (_, i) => ({ seq: first + i, type: 'text', data: op.bad && i === 0 ? `c${first + i}\ud800é` : `c${first + i} é` }))
       return store.pushInbound(sid, frames)
     }
     case 'close':
