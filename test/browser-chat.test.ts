@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs'
 import {
   launchBrowser, newContext, openLoggedIn, say, screenshot, startChat, transportOf, waitForLines, waitForState
 } from './helpers/browser.js'
+import { waitFor } from './helpers/index.js'
 
 const browser = await launchBrowser(t)
 
@@ -55,6 +56,9 @@ async function converse (t: Test, refuseUpgrades: boolean): Promise<void> {
     await waitForState(alice, 'open')
     t.equal(await transportOf(alice), 'long-poll')
     t.equal(upgrades, before, 'no new upgrade attempt after the reload')
+    // the old page's session was closed when it went away (1001), not left to idle out
+    await waitFor(() => chat.app.wsPolicy.stats().connections === 2, 5000, 'the old long-poll session to close')
+    t.equal(chat.app.wsPolicy.stats().connections, 2, 'alice\'s reloaded page and bob: no ghost session')
   }
 }
 

@@ -54,7 +54,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   let closing: [number | undefined, string] | undefined
   let closeSent = false
 
-  function request (path: string, body?: unknown, signal: AbortSignal | undefined = abort.signal): Promise<Answer> {
+  function request (path: string, body?: unknown, signal: AbortSignal | undefined = abort.signal, keepalive = false): Promise<Answer> {
     const headers: Record<string, string> = { 'x-portcullis-fallback': '1', ...o.headers }
     if (body !== undefined) headers['content-type'] = 'application/json'
     if (sid !== '') headers['x-portcullis-sid'] = sid
@@ -67,7 +67,8 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: 'include',
       cache: 'no-store',
-      signal
+      signal,
+      keepalive
     }).then(async (res) => ({ status: res.status, body: await res.json().then((b) => b ?? {}, () => ({})) }))
   }
 
@@ -75,8 +76,21 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     if (done) return
     done = true
     abort.abort()
+    target?.removeEventListener('pagehide', goingAway)
     sink.close(code, reason, wasClean)
   }
+
+  // A browser closes its WebSockets with 1001 when the page goes away; do the same for this
+  // session (keepalive lets the request outlive the page), so the server does not keep a ghost
+  // member until the idle timeout.
+  const target = (globalThis as { addEventListener?: EventTarget['addEventListener'] }).addEventListener === undefined
+    ? undefined
+    : globalThis as unknown as EventTarget
+  function goingAway (): void {
+    if (sid !== '') request('close', { code: 1001, reason: '' }, undefined, true).catch(() => {})
+    finish(1001, '', true)
+  }
+  target?.addEventListener('pagehide', goingAway)
 
   // A denial: 4000 + status with the server's stable code as reason — the close the WebSocket door
   // would give, had the browser let us read it. A lost session (404 on poll/send) is a dropped

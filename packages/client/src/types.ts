@@ -30,6 +30,7 @@ export type FetchLike = (input: string, init: {
   credentials: 'include'
   cache: 'no-store'
   signal?: AbortSignal
+  keepalive: boolean
 }) => Promise<{ status: number, ok: boolean, json: () => Promise<any> }>
 
 export interface ReconnectOptions {
