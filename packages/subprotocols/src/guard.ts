@@ -16,8 +16,13 @@ export const Violations = Object.freeze({
   /** 4008: more messages than the rate limit allows. */
   RATE_LIMITED: Object.freeze({ code: 4008, reason: 'rate limit exceeded' }),
   /** 1008: what a custom inspector's unusable violation is replaced with. */
-  POLICY_VIOLATION: Object.freeze({ code: 1008, reason: 'policy violation' })
+  POLICY_VIOLATION: Object.freeze({ code: 1008, reason: 'policy violation' }),
+  /** 1011: a custom inspector's `open` threw; the connection cannot be inspected (same reason as the core's). */
+  INSPECTION_FAILED: Object.freeze({ code: 1011, reason: 'inspection failed' })
 })
+
+/** The guard of a connection whose inspector could not be opened: nothing gets through. */
+const UNINSPECTABLE: ConnectionGuard = Object.freeze({ message: () => Violations.INSPECTION_FAILED })
 
 /** A 1008 (policy violation) with a stable reason, for inspectors. */
 export function policyViolation (reason: string): Violation {
@@ -142,7 +147,16 @@ export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
           else { slot.data = data; slot.value = value }
         }
       }
-      inspector = plan.open(ctx)
+      try {
+        inspector = plan.open(ctx)
+      } catch (err) {
+        // app code, run from the core's attach (inside the upgrade's handler): a throw here must
+        // neither escape into the server nor leave the connection open without its inspector
+        log.error({ err, portcullis: { protocol: plan.protocol } }, 'portcullis: subprotocol inspector failed to open')
+        const { code, reason } = Violations.INSPECTION_FAILED
+        setImmediate(() => { if (socket.readyState <= 1) socket.close(code, reason) })
+        return UNINSPECTABLE
+      }
     }
     return new ProtocolGuard(plan, inspector)
   }

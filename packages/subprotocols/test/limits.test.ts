@@ -148,3 +148,21 @@ t.test('a custom inspector sees the identity, keeps state, and its violations ar
   await waitFor(() => closedInspectors === 3, 2000, 'every inspector to be closed')
   t.equal(closedInspectors, 3)
 })
+
+t.test('an inspector whose open throws closes the connection with 1011; the handler sees no message', async (t) => {
+  const app = await protoApp(t, { protocols: { 'boom.v1': { open () { throw new Error('inspector bug') } } } })
+  const seen: string[] = []
+  app.get('/b', { websocket: true, wsPolicy: { protocols: ['boom.v1'] } }, (socket) => {
+    socket.on('message', (data) => { seen.push(String(data)) })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/b`, { protocols: ['boom.v1'] })
+  t.ok(r.ws, 'the handshake itself succeeded')
+  const done = closed(r.ws!)
+  r.ws!.send('hello')
+  t.same(await done, { code: 1011, reason: 'inspection failed' })
+  t.same(seen, [], 'no message reached the handler')
+  const again = await wsOpen(`${ws}/b`, { protocols: ['boom.v1'] })
+  t.ok(again.ws, 'the server still serves')
+  again.ws!.close()
+})
