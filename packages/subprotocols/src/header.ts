@@ -18,7 +18,7 @@ export const MAX_NAME_LENGTH = 256
 export interface HeaderLimits {
   /** Longest accepted header value (all lines joined), in characters. Default 4096. */
   maxLength: number
-  /** Most values accepted in one handshake. Default 32. */
+  /** Most values accepted in one handshake. Default 32 (the plugin allows at most 256: duplicates are found pairwise). */
   maxCount: number
 }
 
@@ -83,7 +83,7 @@ export function parseProtocolHeader (value: string, limits: HeaderLimits = defau
     }
     if (out.length === limits.maxCount) throw new ProtocolHeaderError('too-many', start)
     const name = value.slice(start, i)
-    // at most maxCount (32) earlier values, each compared once: bounded, not quadratic in the input
+    // at most maxCount (32 by default, 256 at most) earlier values: bounded, not quadratic in the input
     for (let k = 0; k < out.length; k++) {
       if (out[k] === name) throw new ProtocolHeaderError('duplicate', start)
     }

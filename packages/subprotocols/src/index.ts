@@ -25,6 +25,10 @@ const defaults = Object.freeze({
 })
 
 const DATA_TYPES: readonly DataTypes[] = ['text', 'binary', 'both']
+const OPTION_KEYS = new Set(['protocols', 'limits', 'header'])
+const HEADER_KEYS = new Set(['maxLength', 'maxCount'])
+/** Duplicates are found by comparing each value with the earlier ones: keep that bounded. */
+const MAX_HEADER_COUNT = 256
 const ROUTE_KEYS = new Set(['accept', 'required', 'limits'])
 const LIMIT_KEYS = new Set(['maxMessageBytes', 'rate', 'maxConnectionsPerIdentity'])
 
@@ -219,16 +223,25 @@ function describeLimits (l: ResolvedLimits): string {
 
 function validateOptions (opts: SubprotocolsOptions): void {
   const fail = (m: string): Error => new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION(m)
+  if (opts === null || typeof opts !== 'object') throw fail('options must be an object')
+  for (const key of Object.keys(opts)) {
+    if (!OPTION_KEYS.has(key)) throw fail(`unknown option "${key}" (known: ${[...OPTION_KEYS].join(', ')})`)
+  }
   if (opts.protocols !== undefined && (opts.protocols === null || typeof opts.protocols !== 'object' || Array.isArray(opts.protocols))) {
     throw fail('protocols must be an object of subprotocol definitions by name, e.g. { \'chat.v1\': json({ schema }) }')
   }
   if (opts.limits !== undefined) validateLimits(opts.limits, 'limits', fail)
   if (opts.header !== undefined) {
     if (opts.header === null || typeof opts.header !== 'object') throw fail('header must be an object { maxLength, maxCount }')
+    for (const key of Object.keys(opts.header)) {
+      if (!HEADER_KEYS.has(key)) throw fail(`header: unknown key "${key}" (known: ${[...HEADER_KEYS].join(', ')})`)
+    }
     for (const key of ['maxLength', 'maxCount'] as const) {
       const v = opts.header[key]
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw fail(`header.${key} must be a positive integer`)
     }
+    const count = opts.header.maxCount
+    if (count !== undefined && count > MAX_HEADER_COUNT) throw fail(`header.maxCount must be at most ${MAX_HEADER_COUNT}`)
   }
 }
 

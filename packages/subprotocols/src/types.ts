@@ -91,7 +91,7 @@ export interface SubprotocolsOptions {
   protocols?: Record<string, SubprotocolDefinition>
   /** Limits for every protocol and route that do not set their own. Default `{ maxMessageBytes: 65536 }`. */
   limits?: SubprotocolLimits
-  /** Caps on the `Sec-WebSocket-Protocol` header. Default `{ maxLength: 4096, maxCount: 32 }`. */
+  /** Caps on the `Sec-WebSocket-Protocol` header. Default `{ maxLength: 4096, maxCount: 32 }`; `maxCount` at most 256. */
   header?: Partial<HeaderLimits>
 }
 

@@ -204,6 +204,9 @@ t.test('bad plugin options fail registration with a named error', async (t) => {
     { limits: { rate: { messagesPerSecond: 10, burst: 0 } } },
     { limits: { maxConnections: 3 } },
     { header: { maxCount: 0 } },
+    { header: { maxCount: 257 } },
+    { header: { maxLenght: 100 } },
+    { protocol: { 'chat.v1': {} } },
     { protocols: { 'chat.v1': null } }
   ]
   for (const opts of bad) {
