@@ -84,7 +84,6 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     })
   }
 
-  app.addHook('onRequest', sameOriginFallbackOrigin)
   await app.register(originGuard, { allow: allowedOrigins })
   await app.register(fastifyCookie, { secret: opts.sessionSecret })
   await app.register(cookieSession, {
@@ -201,20 +200,6 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
   }
 
   return app
-}
-
-/**
- * Chromium sends no `Origin` on a same-origin GET, so the fallback's `poll` arrives without one
- * while its `open` (a POST) carried one — and the fallback binds a session to the exact header
- * (PROTOCOL.md §5). For the fallback endpoints only, a request the browser itself marks
- * `Sec-Fetch-Site: same-origin` gets its own origin filled in, so both doors see one origin.
- * (Workaround until @portcullis/fallback binds the effective origin itself.)
- */
-function sameOriginFallbackOrigin (request: FastifyRequest, _reply: FastifyReply, done: () => void): void {
-  if (request.headers.origin === undefined && request.headers['sec-fetch-site'] === 'same-origin' && request.url.includes('/_lp/')) {
-    request.headers.origin = `${request.protocol}://${request.host}`
-  }
-  done()
 }
 
 function identity (sessionId: string, s: { user: string, expiresAt: number } | undefined): { id: string, sessionId: string, expiresAt: number } | null {

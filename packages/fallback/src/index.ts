@@ -347,9 +347,18 @@ function matches (record: SessionRecord, route: ProtectedRoute, decision: Decisi
     record.origin === originOf(request)
 }
 
+/**
+ * The origin a request effectively comes from, for the binding. Browsers send no `Origin` on a
+ * same-origin GET (Fetch §3.1, "origin header" is only serialized for CORS or non-GET/HEAD), so
+ * a poll from the page that opened the session arrives without one; `Sec-Fetch-Site:
+ * same-origin` — a forbidden header a page cannot set — then stands for the server's own origin,
+ * as the origin guard judges it. Otherwise the exact header value (or its absence).
+ */
 function originOf (request: FastifyRequest): string | undefined {
   const o = request.headers.origin
-  return typeof o === 'string' ? o : undefined
+  if (typeof o === 'string') return o
+  if (o === undefined && request.headers['sec-fetch-site'] === 'same-origin') return `${request.protocol}://${request.host}`
+  return undefined
 }
 
 function headerValue (h: string | string[] | undefined): string | undefined {
