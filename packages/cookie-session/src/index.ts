@@ -214,9 +214,18 @@ function worse (a: Problem | undefined, out: Outcome): Problem | undefined {
 /** A close reason is at most 123 bytes (RFC 6455 §5.5: control frame payload ≤ 125, minus the code). */
 function closeReason (reason: string): string {
   if (typeof reason !== 'string' || reason.length === 0) return REVOKED_REASON
-  let r = reason
-  while (Buffer.byteLength(r) > 123) r = r.slice(0, -1)
-  return r
+  // 123 UTF-16 units are at least 123 UTF-8 bytes: only that prefix is ever encoded (linear
+  // whatever the app passes), and a surrogate pair is never split
+  if (reason.length <= 41) return reason // 41 × 3 bytes ≤ 123
+  let head = reason.length > 123 ? reason.slice(0, 123) : reason
+  const last = head.charCodeAt(head.length - 1)
+  if (last >= 0xd800 && last <= 0xdbff) head = head.slice(0, -1)
+  const bytes = Buffer.from(head, 'utf8')
+  if (bytes.length <= 123) return head
+  // back off to the first byte of a UTF-8 sequence (continuation bytes are 10xxxxxx)
+  let end = 123
+  while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--
+  return bytes.toString('utf8', 0, end)
 }
 
 function validateOptions (opts: CookieSessionOptions): void {

@@ -90,6 +90,23 @@ t.test('a long close reason is cut to the 123 bytes a close frame can carry', as
   t.ok(Buffer.byteLength(c.reason) <= 123)
 })
 
+t.test('a huge close reason is cut to a whole-character prefix of at most 123 bytes', async (t) => {
+  const a = await app(t, new Map())
+  const events: RevokeEvent[] = []
+  a.portcullisSessions.onRevoke((e) => { events.push(e) })
+  for (const reason of ['é'.repeat(100_000), 'a' + '😀'.repeat(100_000), 'ab' + '😀'.repeat(60), 'x'.repeat(123), 'short']) {
+    a.portcullisSessions.revoke('nobody', reason)
+    const cut = events[events.length - 1].reason
+    if (Buffer.byteLength(reason) <= 123) {
+      t.equal(cut, reason, 'a reason that fits is kept whole')
+      continue
+    }
+    t.ok(Buffer.byteLength(cut) <= 123 && Buffer.byteLength(cut) > 119, `${Buffer.byteLength(cut)} bytes: as much as fits`)
+    t.ok(reason.startsWith(cut), 'a prefix of the reason')
+    t.notOk(cut.includes('\uFFFD') || /[\ud800-\udbff]$/.test(cut), 'no broken character at the cut')
+  }
+})
+
 t.test('a revocation during the handshake still closes the connection that was being opened', async (t) => {
   const sessions = new Map<string, PortcullisIdentity>([['s1', { id: 'alice' }]])
   let release!: () => void
