@@ -19,11 +19,15 @@ async function main (): Promise<void> {
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   const send = (m: unknown): void => { process.send?.(m) }
   send({ type: 'listening', port: addr.port })
-  process.on('message', (m: { type: string }) => {
+  process.on('message', (m: { type: string, gc?: boolean }) => {
     if (m.type === 'sample') {
+      // now and then a full collection first (the parent forks us with --expose-gc): that sample
+      // is what is retained, not garbage V8 has not needed to collect yet
+      if (m.gc === true) (globalThis as { gc?: () => void }).gc?.()
       const mem = process.memoryUsage()
       send({
         type: 'sample',
+        gc: m.gc === true,
         rss: mem.rss,
         heapUsed: mem.heapUsed,
         connections: app.wsPolicy.stats().connections,

@@ -56,7 +56,8 @@ export interface SoakReport {
   websocket: DoorReport
   longPoll: DoorReport & { protocolDuplicates: number, protocolGaps: number }
   server: {
-    samples: Array<{ t: number, rssMiB: number, heapMiB: number, connections: number, lpSessions: number }>
+    /** RSS and heap; `afterGc` samples were taken right after a full GC (retained memory). */
+    samples: Array<{ t: number, rssMiB: number, heapMiB: number, connections: number, lpSessions: number, afterGc: boolean }>
     peakRssMiB: number
     /** Connections the registry still tracked after the clients left and the server closed. */
     connectionsAfterClose: number
@@ -101,9 +102,9 @@ function receive (c: Counter, text: string, lat: number[]): void {
   lat.push(performance.now() - sentAt)
 }
 
-function startServer (): Promise<{ child: ChildProcess, port: number, request: (type: string, expect: string) => Promise<any>, faults: string[] }> {
+function startServer (): Promise<{ child: ChildProcess, port: number, request: (type: string, expect: string, extra?: object) => Promise<any>, faults: string[] }> {
   const child = fork(fileURLToPath(new URL('./soak-server.ts', import.meta.url)), [], {
-    execArgv: ['--import=tsx', '--conditions=portcullis-source'],
+    execArgv: ['--import=tsx', '--conditions=portcullis-source', '--expose-gc'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
   })
   const faults: string[] = []
@@ -113,10 +114,10 @@ function startServer (): Promise<{ child: ChildProcess, port: number, request: (
     const w = waiting.get(m.type)
     if (w !== undefined) { waiting.delete(m.type); w(m) }
   })
-  const request = (type: string, expect: string): Promise<any> => new Promise((resolve, reject) => {
+  const request = (type: string, expect: string, extra: object = {}): Promise<any> => new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`soak server: no ${expect}`)), 30_000)
     waiting.set(expect, (m) => { clearTimeout(timer); resolve(m) })
-    if (type !== '') child.send({ type })
+    if (type !== '') child.send({ type, ...extra })
   })
   return request('', 'listening').then(m => ({ child, port: m.port, request, faults }))
 }
@@ -137,9 +138,11 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
   const cookie = (user: string): string => `sid=${encodeURIComponent(sign(user, COOKIE_SECRET))}`
   const samples: SoakReport['server']['samples'] = []
   const t0 = performance.now()
+  let sampleNo = 0
   const sampler = setInterval(() => {
-    server.request('sample', 'sample').then((m) => {
-      samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(m.rss / MiB), heapMiB: round(m.heapUsed / MiB), connections: m.connections, lpSessions: m.lpSessions })
+    // a full GC before every 10th sample: those heap figures are retained memory (marked *)
+    server.request('sample', 'sample', { gc: ++sampleNo % 10 === 0 }).then((m) => {
+      samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(m.rss / MiB), heapMiB: round(m.heapUsed / MiB), connections: m.connections, lpSessions: m.lpSessions, afterGc: m.gc })
     }, () => {})
   }, config.sampleMs)
 
@@ -246,8 +249,8 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
   await Promise.race([Promise.all(pollLoops), new Promise(resolve => setTimeout(resolve, 15_000))])
   log('poll loops ended')
   clearInterval(sampler)
-  const final = await server.request('sample', 'sample')
-  samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(final.rss / MiB), heapMiB: round(final.heapUsed / MiB), connections: final.connections, lpSessions: final.lpSessions })
+  const final = await server.request('sample', 'sample', { gc: true })
+  samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(final.rss / MiB), heapMiB: round(final.heapUsed / MiB), connections: final.connections, lpSessions: final.lpSessions, afterGc: true })
   const closed = await server.request('close', 'closed')
   log('server closed')
   agent.destroy()
@@ -295,14 +298,14 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
 export function formatReport (r: SoakReport): string {
   const row = (name: string, d: DoorReport): string =>
     `${name.padEnd(10)} ${String(d.opened).padStart(6)}/${String(d.clients).padEnd(6)} held ${String(d.held).padStart(6)}  sent ${String(d.sent).padStart(8)}  delivered ${String(d.delivered).padStart(8)}  lost ${d.lost}  dup ${d.duplicated}  reordered ${d.reordered}  p50 ${d.latencyMs.p50} ms  p99 ${d.latencyMs.p99} ms  max ${d.latencyMs.max} ms`
-  const rss = r.server.samples.map(s => `${s.t}s:${s.rssMiB}MiB/${s.connections}c`).join(' ')
+  const rss = r.server.samples.map(s => `${s.t}s:${s.rssMiB}/${s.heapMiB}${s.afterGc ? '*' : ''}MiB/${s.connections}c`).join(' ')
   return [
     `soak: ${r.config.ws} WS + ${r.config.lp} LP clients, ${r.config.seconds} s at ${r.config.rate} msg/s each (ramp ${r.rampMs} ms)`,
     row('websocket', r.websocket),
     row('long-poll', r.longPoll),
     `long-poll protocol: duplicates ${r.longPoll.protocolDuplicates}, gaps ${r.longPoll.protocolGaps}`,
     `server: peak RSS ${r.server.peakRssMiB} MiB; close ${r.server.closeMs} ms; connections after close ${r.server.connectionsAfterClose}; guards left open ${r.server.guardsLeftOpen}; errors ${r.server.errors}; faults ${r.server.faults.length === 0 ? 'none' : r.server.faults.join('; ')}`,
-    `server RSS over time (t:RSS/live connections): ${rss}`,
+    `server over time (t: RSS / heap, * = right after a full GC / live connections): ${rss}`,
     `client process RSS ${r.clientRssMiB} MiB`
   ].join('\n')
 }
