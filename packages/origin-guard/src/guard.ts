@@ -63,9 +63,10 @@ export class OriginPolicy {
     }
 
     if (site !== undefined) {
-      // The browser says cross-site, but only our Host-derived `self` allowed it: the Host or the
-      // forwarded headers were rewritten on the way (or trustProxy trusts too much). Refuse.
-      if (site === 'cross-site' && how === 'self' && !this.#listed(origin)) return CROSS_SITE
+      // The Origin equals our Host-derived `self`, yet the browser says the request left its
+      // origin (cross-site, or same-site: another host of the site): the Host or the forwarded
+      // headers were rewritten on the way (or trustProxy trusts too much). Refuse.
+      if ((site === 'cross-site' || site === 'same-site') && how === 'self' && !this.#listed(origin)) return CROSS_SITE
       // A navigation or a no-cors request is never a WebSocket or fallback request (those are
       // made by script: modes websocket / cors / same-origin), yet it carries SameSite=Lax cookies.
       if (site !== 'same-origin' && site !== 'none') {

@@ -34,6 +34,14 @@ t.test('self that is also listed survives a cross-site Fetch Metadata mark', asy
   t.match(selfOnly.decide(ctx('https://app.example.com', { 'sec-fetch-site': 'cross-site' })), { code: 'PORTCULLIS_ORIGIN_CROSS_SITE' })
 })
 
+t.test('self is refused when the browser says same-site: the request went to another host of the site', async (t) => {
+  const selfOnly = policy(['self'])
+  t.match(selfOnly.decide(ctx('https://app.example.com', { 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'websocket' })), { code: 'PORTCULLIS_ORIGIN_CROSS_SITE' })
+  t.equal(selfOnly.decide(ctx('https://app.example.com', { 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'websocket' })), 'self')
+  const listed = policy(['self', 'https://app.example.com'])
+  t.equal(listed.decide(ctx('https://app.example.com', { 'sec-fetch-site': 'same-site' })), 'list', 'listed explicitly: the list vouches for it')
+})
+
 t.test('an Origin-less same-origin browser request is judged as the request\'s own origin', async (t) => {
   const listed = policy(['https://app.example.com'])
   t.equal(listed.decide(ctx(undefined, { 'sec-fetch-site': 'same-origin' })), 'list', 'own origin listed explicitly')

@@ -118,6 +118,7 @@ const rows: OriginCase[] = [
   { name: 'refuses two different Origin lines', origin: ['https://evil.net', 'https://app.example.com'], expect: BAD },
   // Fetch Metadata
   { name: 'refuses self when the browser says cross-site', origin: '{self}', headers: { 'Sec-Fetch-Site': 'cross-site' }, expect: CROSS },
+  { name: 'refuses self when the browser says same-site', origin: '{self}', headers: { 'Sec-Fetch-Site': 'same-site' }, expect: CROSS },
   { name: 'allows a listed origin the browser calls cross-site', origin: 'https://app.example.com', headers: { 'Sec-Fetch-Site': 'cross-site', 'Sec-Fetch-Mode': 'websocket' }, expect: ALLOW },
   { name: 'refuses a cross-site navigation even from a listed origin', origin: 'https://app.example.com', headers: { 'Sec-Fetch-Site': 'cross-site', 'Sec-Fetch-Mode': 'navigate' }, expect: CROSS },
   { name: 'refuses a same-site no-cors request', origin: 'https://a.example.org', headers: { 'Sec-Fetch-Site': 'same-site', 'Sec-Fetch-Mode': 'no-cors' }, expect: CROSS },
