@@ -402,6 +402,13 @@ function fallbackErrorHandler (error: FastifyError, request: FastifyRequest, rep
   if (status === 413) return refuse(reply, new PORTCULLIS_FALLBACK_BODY_TOO_LARGE())
   if (status === 415) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
   if (status >= 400 && status < 500) return badRequest(reply, new SyntaxError('invalid JSON body'))
+  // A store that cannot answer (Redis down or restarting) says so with its own stable 503: the
+  // client retries later, and no detail of the store's failure reaches the response.
+  if (status === 503 && typeof error.code === 'string' && error.code.startsWith('PORTCULLIS_')) {
+    request.log.warn({ portcullis: { code: error.code, route: request.routeOptions.url } }, 'portcullis: fallback store unavailable')
+    reply.header('retry-after', '1')
+    return refuse(reply, error)
+  }
   request.log.error({ err: error }, 'portcullis: fallback request failed')
   return refuse(reply, new PORTCULLIS_FALLBACK_INTERNAL())
 }
