@@ -1,5 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
+import { catchError } from './helpers.js'
 import { isToken, parseProtocolHeader, ProtocolHeaderError, selectProtocol, type ProtocolHeaderProblem } from '../src/header.js'
 
 const valid: Array<[string, string[]]> = [
@@ -140,12 +141,3 @@ t.test('property: selection is always one of the route\'s names and one the clie
   }), { numRuns: 1000 })
   t.pass('1000 runs')
 })
-
-function catchError (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  return undefined
-}

@@ -37,3 +37,13 @@ export function inbox (): { seen: string[], push: (m: unknown) => void } {
   const seen: string[] = []
   return { seen, push: (m) => { seen.push(String(m)) } }
 }
+
+/** What `fn` threw, or undefined: for asserting on an error's fields (`problem`, `index`). */
+export function catchError (fn: () => unknown): unknown {
+  try {
+    fn()
+  } catch (err) {
+    return err
+  }
+  return undefined
+}

@@ -1,5 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
+import { catchError } from './helpers.js'
 import { parseStompFrames, stompHeader, StompSyntaxError, type StompFrame, type StompProblem } from '../src/stomp-frame.js'
 
 const limits = { maxHeaders: 32, maxHeaderBytes: 8192 }
@@ -138,15 +139,6 @@ t.test('property: an escaped SEND frame round-trips its headers and body', async
   }), { numRuns: 1000 })
   t.pass('1000 runs')
 })
-
-function catchError (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  return undefined
-}
 
 t.test('refuses header names and values that are not UTF-8, escaped or not; a correct U+FFFD passes', async (t) => {
   const bad = (head: string, tail: string): Buffer => Buffer.concat([Buffer.from(head), Buffer.from([0xff, 0xfe]), Buffer.from(tail)])
