@@ -249,8 +249,13 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
   await Promise.race([Promise.all(pollLoops), new Promise(resolve => setTimeout(resolve, 15_000))])
   log('poll loops ended')
   clearInterval(sampler)
-  const final = await server.request('sample', 'sample', { gc: true })
-  samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(final.rss / MiB), heapMiB: round(final.heapUsed / MiB), connections: final.connections, lpSessions: final.lpSessions, afterGc: true })
+  // two more samples after a full GC, 2 s apart: what the server keeps once every client left
+  let final: any
+  for (let k = 0; k < 2; k++) {
+    if (k > 0) await new Promise(resolve => setTimeout(resolve, 2000))
+    final = await server.request('sample', 'sample', { gc: true })
+    samples.push({ t: round((performance.now() - t0) / 1000), rssMiB: round(final.rss / MiB), heapMiB: round(final.heapUsed / MiB), connections: final.connections, lpSessions: final.lpSessions, afterGc: true })
+  }
   const closed = await server.request('close', 'closed')
   log('server closed')
   agent.destroy()
