@@ -21,6 +21,12 @@ const defaults = Object.freeze({
 })
 
 const REQUIREMENTS: readonly unknown[] = ['required', 'optional', false]
+const OPTION_KEYS = new Set(['session', 'signedCookie', 'fastifySession', 'secureSession', 'authenticate', 'revalidateMs', 'revalidate', 'onRevoke'])
+const SOURCE_KEYS = {
+  signedCookie: new Set(['cookieName', 'load', 'cacheSize']),
+  fastifySession: new Set(['cookieName', 'cookiePrefix', 'identify']),
+  secureSession: new Set(['sessionName', 'cookieName', 'expiry', 'signed', 'identify'])
+}
 const REVOKED_REASON = 'session revoked'
 // A revocation that lands between a handshake's check and its open must still close it: ids
 // revoked in the last 30 s are refused when a connection attaches (bounded).
@@ -231,6 +237,17 @@ function closeReason (reason: string): string {
 function validateOptions (opts: CookieSessionOptions): void {
   const bad = (why: string): never => { throw new PORTCULLIS_COOKIE_SESSION_INVALID_OPTION(why) }
   if (opts === null || typeof opts !== 'object') bad('options must be an object')
+  // a misspelt key (`revalidatems`, `cachesize`) would otherwise be ignored: a check silently off
+  for (const key of Object.keys(opts)) {
+    if (!OPTION_KEYS.has(key)) bad(`unknown option "${key}" (known: ${[...OPTION_KEYS].join(', ')})`)
+  }
+  for (const source of ['signedCookie', 'fastifySession', 'secureSession'] as const) {
+    const value = opts[source]
+    if (value === null || typeof value !== 'object') continue
+    for (const key of Object.keys(value)) {
+      if (!SOURCE_KEYS[source].has(key)) bad(`${source}: unknown key "${key}" (known: ${[...SOURCE_KEYS[source]].join(', ')})`)
+    }
+  }
   if (opts.session !== undefined && !REQUIREMENTS.includes(opts.session)) bad('session must be \'required\', \'optional\' or false')
   const sc = opts.signedCookie
   if (sc !== undefined) {

@@ -34,7 +34,9 @@ t.test('invalid options fail at startup with a named error that says what is all
     ['identify missing', { fastifySession: {} }, /fastifySession.identify/],
     ['secure-session expiry', { secureSession: { identify: load, expiry: 0 } }, /secureSession.expiry/],
     ['revalidateMs', { authenticate: load, revalidateMs: 1.5 }, /revalidateMs/],
-    ['onRevoke', { authenticate: load, onRevoke: 'x' }, /onRevoke/]
+    ['onRevoke', { authenticate: load, onRevoke: 'x' }, /onRevoke/],
+    ['a misspelt option', { authenticate: load, revalidatems: 1000 }, /unknown option "revalidatems"/],
+    ['a misspelt source key', { signedCookie: { cookieName: 'sid', load, cachesize: 0 } }, /signedCookie: unknown key "cachesize"/]
   ]
   for (const [what, opts, message] of cases) {
     const err = await register(opts) as { code?: string, message?: string }
