@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import {
   CloseCodes, denialOf, type ConnectionContext, type ConnectionGuard, type ConnectionGuardFactory,
-  type PortcullisIdentity, type StageResult
+  type Denial, type PortcullisIdentity, type StageResult
 } from '@portcullis/policy'
 import type { CookieSessionOptions, PortcullisSessions, RevokeListener, SessionRequirement } from './types.js'
 import { SessionClock, type Recheck } from './clock.js'
@@ -21,7 +21,7 @@ const defaults = Object.freeze({
 })
 
 const REQUIREMENTS: readonly unknown[] = ['required', 'optional', false]
-const OPTION_KEYS = new Set(['session', 'signedCookie', 'fastifySession', 'secureSession', 'authenticate', 'revalidateMs', 'revalidate', 'onRevoke'])
+const OPTION_KEYS = new Set(['session', 'signedCookie', 'fastifySession', 'secureSession', 'authenticate', 'revalidateMs', 'revalidate', 'onRevoke', 'challenge'])
 const SOURCE_KEYS = {
   signedCookie: new Set(['cookieName', 'load', 'cacheSize']),
   fastifySession: new Set(['cookieName', 'cookiePrefix', 'identify']),
@@ -42,6 +42,17 @@ const DENIALS = Object.freeze({
   expired: Object.freeze(denialOf(new PORTCULLIS_SESSION_EXPIRED()))
 })
 
+type Denials = typeof DENIALS
+
+/** The same denials carrying a `WWW-Authenticate` challenge (RFC 9110 §11.6.1), built once. */
+function withChallenge (challenge: string | undefined): Denials {
+  if (challenge === undefined) return DENIALS
+  const headers = Object.freeze({ 'www-authenticate': challenge })
+  const out: Record<string, Readonly<Denial>> = {}
+  for (const [key, d] of Object.entries(DENIALS)) out[key] = Object.freeze({ ...d, headers })
+  return Object.freeze(out) as Denials
+}
+
 // When several sources fail, the denial names the most telling problem.
 const SEVERITY: Record<Problem, number> = { ambiguous: 4, invalid: 3, 'auth-failed': 2, expired: 1 }
 
@@ -51,6 +62,7 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
   validateOptions(opts)
   const options = { ...defaults, ...opts }
 
+  const denials = withChallenge(options.challenge)
   const listeners = new Set<RevokeListener>()
   if (options.onRevoke !== undefined) listeners.add(options.onRevoke)
   const recentlyRevoked = new Map<string, number>()
@@ -156,9 +168,9 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
       if (out !== undefined && 'identity' in out) return accept(ctx, out)
       worst = worse(worst, out)
     }
-    if (mode === 'required') return DENIALS[worst ?? 'none']
+    if (mode === 'required') return denials[worst ?? 'none']
     if (worst !== undefined) {
-      ctx.request.log.info({ portcullis: { stage: 'session', code: DENIALS[worst].code, route: ctx.route } }, 'portcullis: unusable credentials ignored on an optional-session route')
+      ctx.request.log.info({ portcullis: { stage: 'session', code: denials[worst].code, route: ctx.route } }, 'portcullis: unusable credentials ignored on an optional-session route')
     }
     return undefined
   }
@@ -281,6 +293,19 @@ function validateOptions (opts: CookieSessionOptions): void {
   }
   if (opts.revalidate !== undefined && typeof opts.revalidate !== 'function') bad('revalidate must be a function (identity) => identity | boolean | null')
   if (opts.onRevoke !== undefined && typeof opts.onRevoke !== 'function') bad('onRevoke must be a function (event) => void')
+  if (opts.challenge !== undefined && !isChallenge(opts.challenge)) {
+    bad('challenge must be a WWW-Authenticate value: 1 to 1024 printable ASCII characters, e.g. \'Bearer realm="chat"\'')
+  }
+}
+
+// RFC 9110 §5.5 field-value, restricted to visible ASCII and spaces: no CR/LF (header injection)
+function isChallenge (v: unknown): boolean {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 1024) return false
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c < 0x20 || c > 0x7e) return false
+  }
+  return true
 }
 
 // RFC 6265 §4.1.1: cookie-name is an RFC 2616 token (no separators, controls or spaces).

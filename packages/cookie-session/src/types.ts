@@ -132,6 +132,13 @@ export interface CookieSessionOptions {
   revalidate?: (identity: PortcullisIdentity) => MaybePromise<RecheckResult>
   /** Told about every `revoke()` on this node (e.g. to broadcast it to other nodes). Default: none. */
   onRevoke?: RevokeListener
+  /**
+   * The `WWW-Authenticate` challenge sent with every 401 of this stage, on both doors, e.g.
+   * `'Bearer realm="chat"'` (RFC 9110 §11.6.1: a 401 must carry one; clients of `authenticate`
+   * read it). Printable ASCII, at most 1024 characters, never a secret. Default: none (no
+   * standard scheme names a cookie session).
+   */
+  challenge?: string
 }
 
 /**

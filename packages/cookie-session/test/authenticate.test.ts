@@ -78,3 +78,24 @@ t.test('besides cookies: the cookie is tried first, the header serves clients wi
   const both = await wsOpen(`${ws}/ws`, { headers: { cookie: 'sid=s1.forged', authorization: `Bearer ${TOKEN}x` } })
   t.equal(JSON.parse(both.body!).code, 'PORTCULLIS_SESSION_INVALID', 'the most telling problem is reported')
 })
+
+t.test('with a challenge, every 401 carries WWW-Authenticate; without one, none does', async (t) => {
+  const a = await sessionApp(t, () => {}, { authenticate, challenge: 'Bearer realm="chat"' })
+  a.get('/ws', { websocket: true }, (socket) => { socket.send('hi') })
+  const { ws } = await listen(a)
+  const wrong = await wsOpen(`${ws}/ws`, { headers: { authorization: 'Bearer nope' } })
+  t.equal(wrong.status, 401)
+  t.equal(wrong.headers?.['www-authenticate'], 'Bearer realm="chat"', 'auth failed')
+  t.equal(JSON.parse(wrong.body!).code, 'PORTCULLIS_AUTH_FAILED')
+  const none = await wsOpen(`${ws}/ws`)
+  t.equal(none.headers?.['www-authenticate'], 'Bearer realm="chat"', 'no credentials')
+  const plain = await sessionApp(t, () => {}, { authenticate })
+  plain.get('/ws', { websocket: true }, () => {})
+  const other = await listen(plain)
+  const bare = await wsOpen(`${other.ws}/ws`)
+  t.equal(bare.status, 401)
+  t.equal(bare.headers?.['www-authenticate'], undefined)
+  for (const challenge of ['', 'Bearer\r\nSet-Cookie: x=1', 'x'.repeat(1025), 42]) {
+    await t.rejects(sessionApp(t, () => {}, { authenticate, challenge: challenge as string }), { code: 'PORTCULLIS_COOKIE_SESSION_INVALID_OPTION' }, JSON.stringify(challenge))
+  }
+})
