@@ -122,6 +122,24 @@ t.test('two cookies with the session name (cookie tossing) are no session, logge
   }
 })
 
+t.test('tossing hidden behind padding past the core\'s 128-pair cookie cap is still seen', async (t) => {
+  const { app: a } = await app(t)
+  const planted = await login(a) // the attacker's own, validly signed session
+  const mine = await login(a)
+  const { ws } = await listen(a)
+  const named = Array.from({ length: 200 }, (_, i) => `pad${i}=x`).join('; ')
+  const nameless = Array.from({ length: 200 }, () => 'x').join('; ')
+  for (const padding of [named, nameless]) {
+    const r = await wsOpen(`${ws}/ws`, { headers: { cookie: `${planted}; ${padding}; ${mine}` } })
+    t.equal(r.status, 401)
+    t.equal(JSON.parse(r.body!).code, 'PORTCULLIS_SESSION_AMBIGUOUS')
+  }
+  const alone = await wsOpen(`${ws}/ws`, { headers: { cookie: `${named}; ${mine}` } })
+  t.ok(alone.ws, 'one session cookie past the cap is still found')
+  t.equal(JSON.parse((await nextMessages(alone.ws!))[0]).id, 'alice')
+  alone.ws!.close()
+})
+
 t.test('secret rotation: old secrets verify, only the newest signs, a retired secret is refused', async (t) => {
   const { app: a, store } = await app(t, { secret: [NEW_SECRET, OLD_SECRET] })
   const { ws } = await listen(a)
