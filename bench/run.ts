@@ -32,7 +32,7 @@ const ALL = ['handshake', 'echo', 'idle', 'longpoll', 'hostile'] as const
 const only = opt('only')?.split(',') ?? [...ALL]
 for (const o of only) if (!(ALL as readonly string[]).includes(o)) throw new Error(`unknown scenario "${o}" (known: ${ALL.join(', ')})`)
 const root = new URL('../', import.meta.url)
-const outDir = opt('out') ?? fileURLToPath(new URL('bench/results/', root))
+const outDir = (opt('out') ?? fileURLToPath(new URL('bench/results', root))).replace(/\/+$/, '')
 const profile = opt('profile')
 
 const started = Date.now()
