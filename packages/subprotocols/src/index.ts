@@ -72,8 +72,8 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
   if (fastify.wsPolicy === undefined) {
     throw new PORTCULLIS_SUBPROTOCOL_INVALID_OPTION('register @portcullis/policy before @portcullis/subprotocols')
   }
-  const pluginLimits: SubprotocolLimits = { ...defaults.limits, ...opts.limits }
-  const header: HeaderLimits = { ...defaults.header, ...opts.header }
+  const pluginLimits: SubprotocolLimits = { ...defaults.limits, ...defined(opts.limits) }
+  const header: HeaderLimits = { ...defaults.header, ...defined(opts.header) }
   const protocols = new Map<string, Readonly<SubprotocolDefinition>>()
   let locked = false
 
@@ -195,6 +195,17 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
     else guards.push(p.factory)
     return undefined
   }
+}
+
+/**
+ * The keys of `o` whose value is not `undefined`: `{ maxMessageBytes: undefined }` (a config
+ * read from an unset variable) must leave the default in place, not switch the limit off.
+ */
+function defined<T extends object> (o: T | undefined): Partial<T> {
+  const out: Partial<T> = {}
+  if (o === undefined) return out
+  for (const key of Object.keys(o) as Array<keyof T>) if (o[key] !== undefined) out[key] = o[key]
+  return out
 }
 
 function plan (p: GuardPlan): CompiledPlan {

@@ -2,7 +2,7 @@ import t from 'tap'
 import type WebSocket from 'ws'
 import { protoApp } from './helpers.js'
 import { json, policyViolation, TokenBucket, type InspectorContext } from '../src/index.js'
-import { listen, wsOpen, nextMessages, closed, waitFor } from '../../../test/helpers/index.js'
+import { listen, wsOpen, nextMessages, closed, waitFor, rawUpgrade } from '../../../test/helpers/index.js'
 
 t.test('the token bucket allows the burst, then the sustained rate', async (t) => {
   const b = new TokenBucket(10, 3, 0)
@@ -165,4 +165,24 @@ t.test('an inspector whose open throws closes the connection with 1011; the hand
   const again = await wsOpen(`${ws}/b`, { protocols: ['boom.v1'] })
   t.ok(again.ws, 'the server still serves')
   again.ws!.close()
+})
+
+t.test('an option set to undefined keeps its default instead of switching the limit off', async (t) => {
+  const app = await protoApp(t, {
+    protocols: { 'chat.v1': json() },
+    limits: { maxMessageBytes: undefined },
+    header: { maxLength: undefined, maxCount: undefined }
+  })
+  app.get('/chat', { websocket: true, wsPolicy: { protocols: ['chat.v1'] } }, (socket) => {
+    socket.on('message', () => socket.send('ok'))
+  })
+  const { ws, port } = await listen(app)
+  const long = await rawUpgrade(port, '/chat', { 'Sec-WebSocket-Protocol': 'chat.v1, ' + 'x'.repeat(5000) })
+  t.equal(JSON.parse(long.body).code, 'PORTCULLIS_SUBPROTOCOL_TOO_LONG', 'the 4096-character header cap holds')
+  const many = await rawUpgrade(port, '/chat', { 'Sec-WebSocket-Protocol': Array.from({ length: 40 }, (_, i) => `p${i}`).join(', ') })
+  t.equal(JSON.parse(many.body).code, 'PORTCULLIS_SUBPROTOCOL_TOO_MANY', 'the 32-value cap holds')
+  const r = await wsOpen(`${ws}/chat`, { protocols: ['chat.v1'] })
+  const done = closed(r.ws!)
+  r.ws!.send(JSON.stringify({ text: 'x'.repeat(70 * 1024) }))
+  t.same(await done, { code: 1009, reason: 'message too big' }, 'the 64 KiB default holds')
 })
