@@ -27,7 +27,11 @@ const NO_CORS: FastifyCorsOptions = Object.freeze({ origin: false })
 
 async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOptions): Promise<void> {
   validateOptions(opts)
-  const options = { ...defaults, ...opts }
+  // keys set to undefined keep their default: `fetchMetadata: undefined` must not turn it off
+  const options = { ...defaults }
+  for (const key of Object.keys(opts) as Array<keyof OriginGuardOptions>) {
+    if (opts[key] !== undefined) Object.assign(options, { [key]: opts[key] })
+  }
   let appMatcher: OriginMatcher
   try {
     appMatcher = new OriginMatcher(options.allow)

@@ -96,6 +96,17 @@ t.test('fetchMetadata: false skips the Fetch Metadata cross-check', async (t) =>
   t.equal(JSON.parse(r.body).code, 'PORTCULLIS_ORIGIN_MISSING')
 })
 
+t.test('an option set to undefined keeps its default (Fetch Metadata stays on, self stays the list)', async (t) => {
+  const app = await guardApp(t, { allow: undefined, missing: undefined, fetchMetadata: undefined, reportOnly: undefined, cors: undefined })
+  app.get('/ws', { websocket: true }, (socket) => socket.close())
+  const { port, origin } = await listen(app)
+  t.equal((await rawUpgrade(port, '/ws', { Origin: origin })).status, 101, 'self is allowed')
+  const cross = await rawUpgrade(port, '/ws', { Origin: origin, 'Sec-Fetch-Site': 'cross-site' })
+  t.equal(cross.status, 403)
+  t.equal(JSON.parse(cross.body).code, 'PORTCULLIS_ORIGIN_CROSS_SITE', 'Fetch Metadata is checked')
+  t.equal(JSON.parse((await rawUpgrade(port, '/ws', {})).body).code, 'PORTCULLIS_ORIGIN_MISSING')
+})
+
 t.test('the null origin is allowed only when listed literally', async (t) => {
   const app = await guardApp(t, { allow: ['null'] })
   app.get('/ws', { websocket: true }, (socket) => socket.close())
