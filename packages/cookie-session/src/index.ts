@@ -60,7 +60,11 @@ const PASS: ConnectionGuard = Object.freeze({ message: () => undefined })
 
 async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSessionOptions): Promise<void> {
   validateOptions(opts)
-  const options = { ...defaults, ...opts }
+  // keys set to undefined keep their default (`session: undefined` is `'required'`)
+  const options: CookieSessionOptions & typeof defaults = { ...defaults }
+  for (const key of Object.keys(opts) as Array<keyof CookieSessionOptions>) {
+    if (opts[key] !== undefined) Object.assign(options, { [key]: opts[key] })
+  }
 
   const denials = withChallenge(options.challenge)
   const listeners = new Set<RevokeListener>()

@@ -100,3 +100,12 @@ t.test('an authenticate() that returns a malformed identity fails closed with a 
   t.equal(r.status, 500)
   t.equal(JSON.parse(r.body!).code, 'PORTCULLIS_STAGE_FAILED')
 })
+
+t.test('an option set to undefined keeps its default: session undefined is required', async (t) => {
+  const app = await sessionApp(t, () => {}, { session: undefined, revalidateMs: undefined, authenticate: () => null })
+  app.get('/chat', { websocket: true }, (socket) => { socket.close() })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/chat`)
+  t.equal(r.status, 401)
+  t.equal(JSON.parse(r.body!).code, 'PORTCULLIS_SESSION_REQUIRED')
+})
