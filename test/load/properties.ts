@@ -11,7 +11,7 @@ import fc from 'fast-check'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-// A collection before each sample keeps garbage of the previous sample out of this one's time.
+// A collection before each measurement keeps garbage of the previous one out of its time.
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
 
@@ -45,18 +45,16 @@ function timeOnce (fn: () => void, iterations: number): number {
 }
 
 /**
- * Best-of-N time of `fn(input)`, looping enough iterations that one sample takes ≥ 2 ms
+ * Best-of-4 time of `fn(input)`, looping enough iterations that one sample takes ≥ 1 ms
  * (timer noise out), in nanoseconds per call.
  */
 export function costOf (fn: (input: string) => unknown, input: string): number {
   const call = (): void => { try { fn(input) } catch {} }
   let iterations = 1
-  while (timeOnce(call, iterations) < 2e6 && iterations < 1 << 20) iterations *= 2
+  while (timeOnce(call, iterations) < 1e6 && iterations < 1 << 20) iterations *= 2
+  gc()
   let best = Infinity
-  for (let k = 0; k < 5; k++) {
-    gc()
-    best = Math.min(best, timeOnce(call, iterations) / iterations)
-  }
+  for (let k = 0; k < 4; k++) best = Math.min(best, timeOnce(call, iterations) / iterations)
   return best
 }
 
