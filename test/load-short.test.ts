@@ -1,16 +1,16 @@
 /**
  * The short soak that runs in CI: 500 WebSocket + 50 long-poll clients through the full policy
- * for 8 s (test/load/soak.ts; `pnpm soak` runs the long one). Nothing may be lost, duplicated or
+ * for 6 s (test/load/soak.ts; `pnpm soak` runs the long one). Nothing may be lost, duplicated or
  * reordered; every client stays connected; the server frees every connection and guard.
  */
 import t from 'tap'
 import { runSoak, formatReport } from './load/soak.js'
 
-t.test('500 WebSocket + 50 long-poll clients for 8 s: nothing lost, duplicated or reordered', async (t) => {
+t.test('500 WebSocket + 50 long-poll clients for 6 s: nothing lost, duplicated or reordered', async (t) => {
   const report = await runSoak({
     ws: Number(process.env.SOAK_WS ?? 500),
     lp: Number(process.env.SOAK_LP ?? 50),
-    seconds: Number(process.env.SOAK_SECONDS ?? 8)
+    seconds: Number(process.env.SOAK_SECONDS ?? 6)
   })
   t.comment(formatReport(report))
   for (const [name, door] of [['websocket', report.websocket], ['long-poll', report.longPoll]] as const) {
