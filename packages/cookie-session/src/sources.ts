@@ -197,7 +197,14 @@ export function fastifySessionSource (fastify: FastifyInstance, opts: FastifySes
       const original = s.destroy
       s[kRevokers] = set
       s.destroy = function portcullisSessionDestroy (this: FastifySessionStoreLike, sessionId, callback) {
-        for (const fn of set) fn(sessionId)
+        // closing sockets must never stop the session itself from ending (logout fails open else)
+        for (const fn of set) {
+          try {
+            fn(sessionId)
+          } catch (err) {
+            fastify.log.error({ err }, 'portcullis: closing a destroyed session\'s connections failed')
+          }
+        }
         return original.call(this, sessionId, callback)
       }
     }

@@ -110,6 +110,25 @@ t.test('session.destroy() (logout) closes the session\'s live connections with 4
   b.close()
 })
 
+t.test('a failing revocation never stops session.destroy() from ending the session', async (t) => {
+  const a = await app(t)
+  let store: { [k: symbol]: Set<(id: string) => void> } | undefined
+  a.get('/store', async (request) => { store = (request as unknown as { sessionStore: typeof store }).sessionStore; return {} })
+  const cookie = await login(a, 'alice')
+  const { ws } = await listen(a)
+  const s = (await wsOpen(`${ws}/ws`, { headers: { cookie } })).ws!
+  await nextMessages(s)
+  await a.inject('/store')
+  const revokers = store![Symbol.for('portcullis.cookie-session.store-revokers')]
+  t.ok(revokers instanceof Set, 'the store is hooked')
+  revokers.add(() => { throw new Error('revoker bug') })
+  const out = await a.inject({ method: 'POST', url: '/logout', headers: { cookie } })
+  t.equal(out.statusCode, 200, 'logout succeeds')
+  t.same(await closed(s), { code: 4001, reason: 'session revoked' }, 'the other revokers still ran')
+  const again = await wsOpen(`${ws}/ws`, { headers: { cookie } })
+  t.equal(again.status, 401, 'the session really ended')
+})
+
 t.test('session.regenerate() (login again, fixation defence) closes the old session\'s connections', async (t) => {
   const a = await app(t)
   const cookie = await login(a, 'alice')
