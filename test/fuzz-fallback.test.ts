@@ -104,9 +104,9 @@ t.test('isJsonContentType and isSid never throw and accept only their exact shap
 t.test('the wire parsers run in linear time (and the header ones in constant time beyond their caps)', async (t) => {
   const b64 = growth(s => checkBase64(s, 'x'), n => 'A'.repeat(n - (n % 4)), 40_000)
   t.ok(b64.ratio < 20, `checkBase64: 10× input costs ${b64.ratio.toFixed(1)}×`)
-  const ack = growth(parseAck, n => '1'.repeat(n), 10_000)
+  const ack = growth(parseAck, n => '1'.repeat(n), 10_000, 2)
   t.ok(ack.ratio < 5, `parseAck beyond 15 digits: 10× input costs ${ack.ratio.toFixed(1)}×`)
-  const ct = growth(isJsonContentType, n => 'application/json;' + ' '.repeat(n), 10_000)
+  const ct = growth(isJsonContentType, n => 'application/json;' + ' '.repeat(n), 10_000, 2)
   t.ok(ct.ratio < 5, `isJsonContentType beyond 64 chars: 10× input costs ${ct.ratio.toFixed(1)}×`)
   const text = growth(s => parseSendBody({ seq: 1, messages: [{ text: s }] }, 64), n => '\ud83d\ude00'.repeat(n / 2), 40_000)
   t.ok(text.ratio < 20, `parseSendBody with a long text: 10× input costs ${text.ratio.toFixed(1)}×`)

@@ -108,7 +108,7 @@ t.test('parseOrigin runs in linear time below its cap and in constant time above
   for (const [name, make] of Object.entries(shapes)) {
     const below = growth(tryParseOrigin, make, 25)
     t.ok(below.ratio < 20, `${name}, up to the ${MAX_ORIGIN_LENGTH}-char cap: 10× input costs ${below.ratio.toFixed(1)}×`)
-    const above = growth(tryParseOrigin, make, 10_000)
+    const above = growth(tryParseOrigin, make, 10_000, 2)
     t.ok(above.ratio < 5, `${name}, beyond the cap: 10× input costs ${above.ratio.toFixed(1)}×`)
   }
 })

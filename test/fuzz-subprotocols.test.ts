@@ -76,7 +76,7 @@ t.test('parseProtocolHeader runs in linear time up to its cap and in constant ti
     const { ratio } = growth(v => parseProtocolHeader(v, big), make, 20_000)
     t.ok(ratio < 20, `${name}: 10× input costs ${ratio.toFixed(1)}×`)
   }
-  const capped = growth(v => parseProtocolHeader(v), n => 'a,'.repeat(n / 2), 10_000)
+  const capped = growth(v => parseProtocolHeader(v), n => 'a,'.repeat(n / 2), 10_000, 2)
   t.ok(capped.ratio < 5, `beyond the default 4096-char cap, 10× input costs ${capped.ratio.toFixed(1)}×`)
 })
 
