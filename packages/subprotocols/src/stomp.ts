@@ -39,6 +39,7 @@ export const StompViolations = Object.freeze({
   AFTER_DISCONNECT: Object.freeze({ code: 1008, reason: 'STOMP: frame after DISCONNECT' }),
   COMMAND_NOT_ALLOWED: Object.freeze({ code: 1008, reason: 'STOMP: command not allowed' }),
   MISSING_HEADER: Object.freeze({ code: 1008, reason: 'STOMP: missing required header' }),
+  REPEATED_HEADER: Object.freeze({ code: 1008, reason: 'STOMP: repeated header' }),
   DESTINATION_DENIED: Object.freeze({ code: 1008, reason: 'STOMP: destination not allowed' })
 })
 
@@ -134,6 +135,7 @@ class StompInspector implements MessageInspector {
     if (this.#phase === START && !connect) return StompViolations.CONNECT_FIRST
     if (this.#phase === CONNECTED && connect) return StompViolations.ALREADY_CONNECTED
     if (!this.#allowed.has(command)) return StompViolations.COMMAND_NOT_ALLOWED
+    if (hasAmbiguousRepeat(frame.headers)) return StompViolations.REPEATED_HEADER
     for (const name of REQUIRED[command]) {
       if (stompHeader(frame, name) === undefined) return StompViolations.MISSING_HEADER
     }
@@ -144,6 +146,28 @@ class StompInspector implements MessageInspector {
     else if (command === 'DISCONNECT') this.#phase = DISCONNECTED
     return undefined
   }
+}
+
+/**
+ * STOMP 1.2 says the first of repeated headers counts ("Repeated Header Entries"), and so does
+ * the parser; a handler or broker that keeps the last would read another frame. A second
+ * `content-length` could then hide a frame inside a body (smuggling past the ACL), a second
+ * `destination` send somewhere the ACL never judged. Neither has a use in a client frame.
+ */
+function hasAmbiguousRepeat (headers: readonly string[]): boolean {
+  let length = false
+  let destination = false
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]
+    if (name === 'content-length') {
+      if (length) return true
+      length = true
+    } else if (name === 'destination') {
+      if (destination) return true
+      destination = true
+    }
+  }
+  return false
 }
 
 function syntaxViolation (problem: StompProblem): Violation {

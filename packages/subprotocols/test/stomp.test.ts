@@ -61,6 +61,22 @@ t.test('grammar violations map to stable reasons', async (t) => {
   t.same(i('SEND\ndestination:/q\ncontent-length:9\n\nhi\0'), StompViolations.CONTENT_LENGTH_MISMATCH)
 })
 
+t.test('a repeated content-length or destination is refused: no frame smuggled past the ACL', async (t) => {
+  const acl: StompInspectorOptions['acl'] = (_identity, _command, destination) => destination.startsWith('/topic/public')
+  // first content-length (48) hides a SUBSCRIBE in the body; a last-wins reader (5) would see it as a frame
+  const hidden = 'hello\0SUBSCRIBE\nid:9\ndestination:/topic/secret\n\n'
+  const smuggle = `SEND\ndestination:/topic/public.a\ncontent-length:${Buffer.byteLength(hidden)}\ncontent-length:5\n\n${hidden}\0`
+  const i = inspector({ acl })
+  i(CONNECT)
+  t.same(i(smuggle), StompViolations.REPEATED_HEADER)
+  const j = inspector({ acl })
+  j(CONNECT)
+  t.same(j('SEND\ndestination:/topic/public.a\ndestination:/topic/secret\n\nhi\0'), StompViolations.REPEATED_HEADER)
+  const k = inspector({ acl })
+  k(CONNECT)
+  t.equal(k('SEND\ndestination:/topic/public.a\nx-tag:1\nx-tag:2\n\nhi\0'), undefined, 'other repeated headers are harmless')
+})
+
 t.test('the ACL sees the identity, the command and the decoded destination', async (t) => {
   const calls: unknown[] = []
   const acl: StompInspectorOptions['acl'] = (identity, command, destination) => {
