@@ -185,8 +185,7 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
       // counts live connections (both doors); concurrent handshakes of one identity may each
       // pass before either is attached — a soft limit, exact once connections are open
       const id = ctx.state.identity?.id
-      // a resumed long-poll request belongs to a connection counted when it opened
-      if (!ctx.resumed && id !== undefined && fastify.wsPolicy.connectionsOf(id) >= p.maxConnections) return DENY.tooManyConnections
+      if (id !== undefined && fastify.wsPolicy.connectionsOf(id) >= p.maxConnections) return DENY.tooManyConnections
     }
     // the core answers exactly this name in the 101 (handleProtocols), never the client's text
     if (chosen !== undefined) ctx.state.protocol = chosen
