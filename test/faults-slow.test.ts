@@ -60,10 +60,13 @@ const CHUNK = Buffer.alloc(64 * 1024, 0x61)
 /** The backpressure pattern docs/RELIABILITY.md recommends for WebSocket handlers. */
 const MAX_BUFFERED = 1024 * 1024
 
-t.test('WebSocket: ws does not bound what a handler queues for a reader that never reads', async (tt) => {
+t.test('WebSocket: with maxBufferedBytes: Infinity, ws does not bound what a handler queues for a reader that never reads', async (tt) => {
   let peak = 0
   let server: PortcullisSocket | undefined
   const s = await serve(tt, {
+    // Portcullis bounds it by default (4 MiB → 4009, packages/policy/test/connections.test.ts);
+    // this shows what ws alone does, and why the default exists
+    portcullis: { maxBufferedBytes: Infinity },
     handler: (socket) => {
       server = socket
       socket.on('message', (d: Buffer) => {
@@ -92,7 +95,7 @@ t.test('WebSocket: a handler that checks bufferedAmount closes a reader that nev
   const s = await serve(tt, {
     // ws waits closeTimeout for the peer's close frame: a reader that never reads is dropped then
     // closeTimeout: a ws 8.23 server option (not yet in @types/ws)
-    portcullis: { websocket: { closeTimeout: 500 } as object },
+    portcullis: { websocket: { closeTimeout: 500 } },
     handler: (socket) => {
       socket.on('close', (code: number) => closes.push(code))
       socket.on('message', (d: Buffer) => {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { parseCookieHeader, type ConnectionContext, type PortcullisIdentity } from '@portcullis/policy'
+import type { ConnectionContext, PortcullisIdentity } from '@portcullis/policy'
 import type {
   Authenticate, FastifySessionSource, FastifySessionStoreLike, IdentityResult, MaybePromise,
   SecureSessionSource, SignedCookieSource
@@ -37,13 +37,7 @@ type Unsign = (value: string) => { valid: boolean, renew: boolean, value: string
 
 /** The single value of cookie `name`, or a problem: none → undefined, two or more → tossing. */
 function cookieValue (ctx: ConnectionContext, name: string): string | Outcome {
-  let values = ctx.cookies.get(name)
-  // `ctx.cookies` reads at most the first 128 pairs (a cost cap). Tossing can hide behind that:
-  // a planted cookie first, padding, the user's own cookie past the cap. When the header may hold
-  // more pairs, read it whole (bounded by the server's header size) so a second value is seen.
-  if ((values === undefined || values.length === 1) && mayHoldMorePairs(ctx.headers.cookie)) {
-    values = parseCookieHeader(ctx.headers.cookie, Infinity).get(name)
-  }
+  const values = ctx.cookies.get(name)
   if (values === undefined) return undefined
   if (values.length > 1) {
     // Cookie tossing: a sibling subdomain (or an injected Set-Cookie) planted a second cookie
@@ -66,20 +60,6 @@ function cookieValue (ctx: ConnectionContext, name: string): string | Outcome {
   } catch {
     return INVALID
   }
-}
-
-/** The core's cookie map holds at most this many pairs (`parseCookieHeader`'s default cap). */
-const CORE_COOKIE_PAIRS = 128
-
-/** Could the header hold more pairs than the core read? Only a long header needs counting. */
-function mayHoldMorePairs (header: string | undefined): boolean {
-  // each pair but the last takes at least two characters ("x;")
-  if (header === undefined || header.length < 2 * CORE_COOKIE_PAIRS - 1) return false
-  let separators = 0
-  for (let i = 0; i < header.length; i++) {
-    if (header.charCodeAt(i) === 0x3b && ++separators >= CORE_COOKIE_PAIRS) return true
-  }
-  return false
 }
 
 function isOutcome (v: string | Outcome): v is Outcome {

@@ -3,11 +3,12 @@
  * that name. Keeping every value is the point: two cookies with the session's name is cookie
  * tossing (a sibling subdomain planting its own), and the identity stage must see it.
  *
- * Linear time, one pass over char codes, no regex. Caps keep a hostile header from costing
- * more than a fixed budget: at most `maxPairs` pairs are read; the rest is ignored.
+ * Linear time, one pass over char codes, no regex. The whole header is read by default: it is
+ * already bounded by the server's header size limit (Node: 16 KiB), and a cap that silently
+ * ignored the tail would let a planted cookie hide a second one behind padding (tossing).
  * Values are returned raw (not URI-decoded): signatures are computed over the raw value.
  */
-export function parseCookieHeader (header: string | undefined, maxPairs = 128): Map<string, string[]> {
+export function parseCookieHeader (header: string | undefined, maxPairs = Infinity): Map<string, string[]> {
   const out = new Map<string, string[]>()
   if (header === undefined || header.length === 0) return out
   const len = header.length

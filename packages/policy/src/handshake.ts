@@ -15,6 +15,10 @@ export function checkHandshake (req: IncomingMessage): HandshakeProblem | undefi
   if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
     return { status: 400, detail: 'HTTP/1.1 required' }
   }
+  // §4.2.1 (2): a |Host| header field. Node checks it for plain requests only, not upgrades.
+  if (typeof req.headers.host !== 'string' || req.headers.host.length === 0) {
+    return { status: 400, detail: 'Host required' }
+  }
   // §4.2.1 (3): |Upgrade| containing "websocket" (case-insensitive). Node joins duplicate lines.
   const upgrade = req.headers.upgrade
   if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') {

@@ -11,6 +11,7 @@ import { Pipeline, type CompiledRoute } from './pipeline.js'
 import { ConnectionRegistry } from './connections.js'
 import { Context } from './context.js'
 import { checkHandshake } from './handshake.js'
+import { CloseCodes } from './close-codes.js'
 import {
   PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
   PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_UNSUPPORTED_VERSION
@@ -29,8 +30,10 @@ const kProtocol = Symbol('portcullis.protocol')
 const defaults = Object.freeze({
   defaults: {} as PortcullisRoutePolicy,
   denialLogLevel: 'warn' as const,
-  // ws accepts 100 MiB messages by default; a security layer starts small (RFC 6455 §10.4).
-  websocket: Object.freeze({ maxPayload: 1024 * 1024 })
+  maxBufferedBytes: 4 * 1024 * 1024,
+  // ws accepts 100 MiB messages by default; a security layer starts small (RFC 6455 §10.4). A
+  // peer that does not answer a close is dropped after 5 s rather than ws's 30 s.
+  websocket: Object.freeze({ maxPayload: 1024 * 1024, closeTimeout: 5000 })
 })
 
 const OWNED_WS_OPTIONS = ['handleProtocols', 'noServer', 'server', 'port', 'host', 'path', 'verifyClient']
@@ -41,6 +44,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
   const audit = options.audit
   const logLevel = options.denialLogLevel
+  const maxBuffered = options.maxBufferedBytes
 
   // Log once, count, audit: every denial and would-be denial of either door passes here.
   function record (ctx: ConnectionContext, denial: Denial, action: AuditEvent['action'], route: CompiledRoute): void {
@@ -127,6 +131,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     routeOptions.handler = function portcullisWebSocketHandler (this: FastifyInstance, socket: WebSocket, request: FastifyRequest) {
       const decided = request.portcullis
       if (decided !== null) connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log)
+      if (maxBuffered !== Infinity) boundSendBuffer(socket, maxBuffered)
       return appHandler.call(this, socket as unknown as PortcullisSocket, request)
     } as unknown as RouteOptions['handler']
 
@@ -140,6 +145,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   await fastify.register(fastifyWebsocket, {
     // the cast bridges @types/ws seen through ESM and CJS resolution (same type, two identities)
     options: { ...options.websocket, handleProtocols: portcullisHandleProtocols } as never,
+    errorHandler: portcullisSocketError as never,
     preClose: function portcullisPreClose (this: FastifyInstance, done: (err?: Error) => void) {
       connections.closeAll()
       const server = (this as FastifyInstance & { websocketServer: WebSocketServer }).websocketServer
@@ -199,6 +205,29 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
 }
 
 /**
+ * An error on an open WebSocket is almost always the peer breaking RFC 6455 (unmasked frame,
+ * invalid UTF-8, oversized message: ws has already closed with 1002/1007/1009). Any client can
+ * cause one, so it is logged at info, not error — a client must not be able to flood error logs.
+ */
+function portcullisSocketError (error: Error & { code?: string }, socket: WebSocket, request: FastifyRequest): void {
+  request.log.info({ portcullis: { socketError: error.code ?? error.name, message: error.message } }, 'portcullis: websocket error')
+  socket.terminate()
+}
+
+/**
+ * Close a WebSocket whose peer does not read: after each send, if more than `max` bytes wait in
+ * ws and the kernel, close with 4009. A close frame still queues behind the data, so a peer that
+ * never reads is dropped after `closeTimeout`.
+ */
+function boundSendBuffer (socket: WebSocket, max: number): void {
+  const send = socket.send
+  socket.send = function portcullisBoundedSend (this: WebSocket) {
+    send.apply(this, arguments as unknown as Parameters<WebSocket['send']>)
+    if (this.readyState === 1 && this.bufferedAmount > max) this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer')
+  } as WebSocket['send']
+}
+
+/**
  * The ONE function that turns a denial into a response, for both doors: the status, a small
  * JSON body `{ code, message }` and never a 101. A 426 names the version we speak (RFC 6455 §4.4).
  */
@@ -250,6 +279,9 @@ function validateOptions (opts: PortcullisOptions): void {
   }
   if (opts.denialLogLevel !== undefined && !LOG_LEVELS.includes(opts.denialLogLevel)) {
     throw new PORTCULLIS_INVALID_OPTION(`denialLogLevel must be one of ${LOG_LEVELS.join(', ')}`)
+  }
+  if (opts.maxBufferedBytes !== undefined && !(typeof opts.maxBufferedBytes === 'number' && opts.maxBufferedBytes > 0)) {
+    throw new PORTCULLIS_INVALID_OPTION('maxBufferedBytes must be a positive number of bytes (or Infinity)')
   }
   if (opts.websocket !== undefined) {
     if (opts.websocket === null || typeof opts.websocket !== 'object') throw new PORTCULLIS_INVALID_OPTION('websocket must be an object of ws server options')

@@ -247,7 +247,21 @@ export interface PortcullisOptions {
    * Default `maxPayload` is 1 MiB (ws's own default is 100 MiB). `handleProtocols` and `noServer`
    * are owned by Portcullis and refused here.
    */
-  websocket?: Omit<ServerOptions, 'handleProtocols' | 'noServer' | 'server' | 'port' | 'host' | 'path' | 'verifyClient'>
+  websocket?: Omit<ServerOptions, 'handleProtocols' | 'noServer' | 'server' | 'port' | 'host' | 'path' | 'verifyClient'> & {
+    /**
+     * How long ws waits for the peer's closing handshake before destroying the socket (ws 8.23
+     * option, not yet in @types/ws). Default 5000 ms here (ws: 30000): a peer that never reads
+     * must not hold its buffers for half a minute.
+     */
+    closeTimeout?: number
+  }
+  /**
+   * Bytes a WebSocket may have queued for its peer (`bufferedAmount`) before Portcullis closes it
+   * with 4009 `slow consumer` — `ws` itself has no bound, so a client that never reads could make
+   * a broadcasting server buffer without limit. The long-poll door has its own bound
+   * (`maxQueuedBytes`). `Infinity` turns it off. Default 4 MiB.
+   */
+  maxBufferedBytes?: number
   /** Log level for denials. Default `'warn'`. */
   denialLogLevel?: 'error' | 'warn' | 'info' | 'debug'
 }

@@ -124,3 +124,42 @@ t.test('the handshake answers no subprotocol unless a stage chose one', async (t
   t.equal(none.status, 101)
   t.equal(none.headers['sec-websocket-protocol'], undefined)
 })
+
+t.test('a WebSocket peer that never reads is closed with 4009 once maxBufferedBytes wait, and dropped after closeTimeout', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis, { maxBufferedBytes: 256 * 1024, websocket: { closeTimeout: 300 } })
+  const closes: number[] = []
+  const chunk = Buffer.alloc(64 * 1024, 0x61)
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
+    socket.on('close', (code: number) => closes.push(code))
+    socket.on('message', () => {
+      // a broadcaster that never checks bufferedAmount: 32 MiB at once
+      for (let i = 0; i < 512; i++) socket.send(chunk)
+    })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
+  ;(r.ws as unknown as { _socket: { pause: () => void } })._socket.pause() // never read again
+  r.ws!.send('flood me')
+  await waitFor(() => closes.length === 1, 5000, 'the slow reader is closed')
+  // the close frame waits behind the data the peer never reads: dropped after closeTimeout (1006)
+  t.equal(closes[0], 1006)
+  t.equal(app.wsPolicy.stats().connections, 0, 'freed')
+  r.ws!.terminate()
+})
+
+t.test('the slow-consumer bound leaves a reading peer alone', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis, { maxBufferedBytes: 256 * 1024 })
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
+    socket.on('message', () => { for (let i = 0; i < 64; i++) socket.send('x'.repeat(1024)) })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
+  r.ws!.send('go')
+  t.equal((await nextMessages(r.ws!, 64)).length, 64)
+  t.equal(r.ws!.readyState, 1, 'still open')
+  r.ws!.close()
+})

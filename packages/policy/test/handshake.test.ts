@@ -17,6 +17,7 @@ async function app (t: Parameters<typeof coreApp>[0]) {
 
 const malformed: Array<[string, Record<string, string | null | string[]>, { method?: string, version?: string }, number, string]> = [
   ['a missing Sec-WebSocket-Key', { 'Sec-WebSocket-Key': null }, {}, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
+  ['no Host header', { Host: null }, {}, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
   ['a Sec-WebSocket-Key that is not 16 bytes of base64', { 'Sec-WebSocket-Key': 'c2hvcnQ=' }, {}, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
   ['a Sec-WebSocket-Key with a non-base64 character', { 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25j!Q==' }, {}, 400, 'PORTCULLIS_BAD_HANDSHAKE'],
   ['a Sec-WebSocket-Key with non-zero padding bits', { 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZR==' }, {}, 400, 'PORTCULLIS_BAD_HANDSHAKE'],

@@ -91,6 +91,7 @@ t.test('a malformed stage definition is refused with what is wrong', async (t) =
 const badOptions: Array<[string, PortcullisOptions, RegExp]> = [
   ['defaults is not an object', { defaults: [] as never }, /defaults must be an object/],
   ['audit is not a function', { audit: 'log' as never }, /audit must be a function/],
+  ['maxBufferedBytes is not a positive number', { maxBufferedBytes: 0 }, /maxBufferedBytes must be a positive number/],
   ['denialLogLevel is unknown', { denialLogLevel: 'loud' as never }, /denialLogLevel must be one of/],
   ['websocket.handleProtocols is owned by Portcullis', { websocket: { handleProtocols: () => false } as never }, /websocket.handleProtocols is owned by Portcullis/],
   ['websocket.verifyClient is owned by Portcullis', { websocket: { verifyClient: () => true } as never }, /websocket.verifyClient is owned by Portcullis/]
