@@ -4,7 +4,7 @@
  * server), and client-observed latency at concurrency 1 (p50/p99, includes loopback).
  */
 import { connect } from 'node:net'
-import { buildUpgrade, readHead } from './frames.js'
+import { buildUpgrade, loopbackSource, readHead } from './frames.js'
 import { startWindow } from './cpu.js'
 import { latencySummary } from './stats.js'
 import { sleep } from './ws-load.js'
@@ -53,7 +53,7 @@ export function plainRequest (port: number): Buffer {
 function once (port: number, bytes: Buffer): Promise<{ status: number, ms: number }> {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint()
-    const s = connect(port, HOST)
+    const s = connect({ port, host: HOST, localAddress: loopbackSource() })
     s.setNoDelay(true)
     let buf: Buffer | undefined
     let status = 0

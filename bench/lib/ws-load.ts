@@ -4,7 +4,7 @@
  * bounded by a deadline and every socket by a timeout, so no run can hang.
  */
 import { connect, type Socket } from 'node:net'
-import { FrameReader, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, buildUpgrade, maskedClose, maskedFrame, readHead, type UpgradeRequest } from './frames.js'
+import { FrameReader, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, buildUpgrade, loopbackSource, maskedClose, maskedFrame, readHead, type UpgradeRequest } from './frames.js'
 import { startWindow, type WindowResult } from './cpu.js'
 import { latencySummary } from './stats.js'
 
@@ -47,7 +47,7 @@ function cycle (port: number, req: UpgradeRequest, errors: Errors, done: (ok: bo
   let upgradeMs = NaN
   let buf: Buffer | undefined
   let state: 'head' | 'closing' | 'failed' = 'head'
-  const s: Socket = connect(port, HOST)
+  const s: Socket = connect({ port, host: HOST, localAddress: loopbackSource() })
   s.setNoDelay(true)
   const timer = setTimeout(() => { noteError(errors, 'timeout'); state = 'failed'; s.destroy() }, SOCKET_TIMEOUT_MS)
   s.write(req.bytes)
@@ -146,7 +146,7 @@ interface OpenSocket {
 /** Open one upgraded connection; resolves with the socket and any bytes after the 101. */
 function openOne (port: number, req: UpgradeRequest): Promise<{ socket: Socket, rest: Buffer }> {
   return new Promise((resolve, reject) => {
-    const s = connect(port, HOST)
+    const s = connect({ port, host: HOST, localAddress: loopbackSource() })
     s.setNoDelay(true)
     let buf: Buffer | undefined
     const timer = setTimeout(() => { s.destroy(); reject(new Error('upgrade timeout')) }, SOCKET_TIMEOUT_MS)
