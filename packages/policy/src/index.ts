@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
-import type { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket as WsSocket, type WebSocket, type WebSocketServer } from 'ws'
 import type {
   AuditEvent, ConnectionContext, Decision, Denial, PortcullisOptions, PortcullisPolicy,
   PortcullisRoutePolicy, PortcullisSocket, ProtectedRoute, RouteDescription, Transport
@@ -44,7 +44,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
   const audit = options.audit
   const logLevel = options.denialLogLevel
-  const maxBuffered = options.maxBufferedBytes
+  const sendWithBound = options.maxBufferedBytes === Infinity ? undefined : boundedSend(options.maxBufferedBytes)
 
   // Log once, count, audit: every denial and would-be denial of either door passes here.
   function record (ctx: ConnectionContext, denial: Denial, action: AuditEvent['action'], route: CompiledRoute): void {
@@ -131,7 +131,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     routeOptions.handler = function portcullisWebSocketHandler (this: FastifyInstance, socket: WebSocket, request: FastifyRequest) {
       const decided = request.portcullis
       if (decided !== null) connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log)
-      if (maxBuffered !== Infinity) boundSendBuffer(socket, maxBuffered)
+      if (sendWithBound !== undefined) socket.send = sendWithBound
       return appHandler.call(this, socket as unknown as PortcullisSocket, request)
     } as unknown as RouteOptions['handler']
 
@@ -215,13 +215,14 @@ function portcullisSocketError (error: Error & { code?: string }, socket: WebSoc
 }
 
 /**
- * Close a WebSocket whose peer does not read: after each send, if more than `max` bytes wait in
- * ws and the kernel, close with 4009. A close frame still queues behind the data, so a peer that
- * never reads is dropped after `closeTimeout`.
+ * A `send` that closes a WebSocket whose peer does not read: after each send, if more than `max`
+ * bytes wait in ws and the kernel, close with 4009. A close frame still queues behind the data,
+ * so a peer that never reads is dropped after `closeTimeout`. Made once per app and shared by
+ * every socket (one slot per connection, no closure).
  */
-function boundSendBuffer (socket: WebSocket, max: number): void {
-  const send = socket.send
-  socket.send = function portcullisBoundedSend (this: WebSocket) {
+function boundedSend (max: number): WebSocket['send'] {
+  const send = WsSocket.prototype.send
+  return function portcullisBoundedSend (this: WebSocket) {
     send.apply(this, arguments as unknown as Parameters<WebSocket['send']>)
     if (this.readyState === 1 && this.bufferedAmount > max) this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer')
   } as WebSocket['send']
