@@ -11,6 +11,7 @@ import { listen, waitFor } from './helpers/index.js'
 import { rawConnect, frame, Op } from './helpers/frames.js'
 import { protectedApp, watchProcess, type ProtectedApp } from './load/app.js'
 import { LpClient } from './load/lp.js'
+import { freshWebSocketServed } from './load/fresh.js'
 import type { FallbackOptions } from '../packages/fallback/src/index.js'
 import type { PortcullisSocket } from '../packages/policy/src/index.js'
 
@@ -57,14 +58,6 @@ async function serve (tt: Test, fallbackOpts: FallbackOptions = {}, handler?: (s
       tt.same(watch.warnings, [], 'no process warning (e.g. leaked listeners)')
     }
   }
-}
-
-async function freshWebSocketServed (tt: Test, s: Setup): Promise<void> {
-  const { client } = await rawConnect(s.port, { headers: s.creds })
-  tt.ok(client, 'a fresh WebSocket client completes the handshake')
-  client!.send(frame({ opcode: Op.TEXT, payload: 'fresh' }))
-  tt.equal((await client!.next(Op.TEXT)).payload.toString(), 'fresh', 'and is served')
-  client!.destroy()
 }
 
 async function freshLongPollServed (tt: Test, s: Setup): Promise<void> {

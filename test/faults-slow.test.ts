@@ -11,6 +11,7 @@ import { listen, waitFor } from './helpers/index.js'
 import { rawConnect, frame, Op } from './helpers/frames.js'
 import { protectedApp, watchProcess, type ProtectedApp, type ProtectedAppOptions } from './load/app.js'
 import { LpClient } from './load/lp.js'
+import { freshWebSocketServed } from './load/fresh.js'
 import { CloseCodes, type PortcullisSocket } from '../packages/policy/src/index.js'
 
 interface Setup extends ProtectedApp {
@@ -41,14 +42,6 @@ async function serve (tt: Test, opts: ProtectedAppOptions = {}): Promise<Setup> 
       tt.same(watch.warnings, [], 'no process warning')
     }
   }
-}
-
-async function freshServed (tt: Test, s: Setup): Promise<void> {
-  const { client } = await rawConnect(s.port, { headers: s.creds })
-  tt.ok(client, 'a fresh client completes the handshake')
-  client!.send(frame({ opcode: Op.TEXT, payload: 'fresh' }))
-  tt.equal((await client!.next(Op.TEXT)).payload.toString(), 'fresh', 'and is served')
-  client!.destroy()
 }
 
 /** Node `http.createServer` options through Fastify's (untyped for HTTP/1) `http` option. */
@@ -85,7 +78,7 @@ t.test('WebSocket: with maxBufferedBytes: Infinity, ws does not bound what a han
   server!.terminate()
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'terminate frees it at once')
   client!.destroy()
-  await freshServed(tt, s)
+  await freshWebSocketServed(tt, s)
   s.clean()
 })
 
@@ -128,7 +121,7 @@ t.test('WebSocket: a handler that checks bufferedAmount closes a reader that nev
   fast.client!.destroy()
   client!.destroy()
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'registry empty')
-  await freshServed(tt, s)
+  await freshWebSocketServed(tt, s)
   s.clean()
 })
 
@@ -153,7 +146,7 @@ t.test('long-poll: a client that never polls is closed with 4009 at the queue bo
   tt.equal(c.stats.duplicates + c.stats.gaps, 0)
   tt.ok(sentOk <= 50, 'sends beyond the bound report an error to their callback')
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'registry empty')
-  await freshServed(tt, s)
+  await freshWebSocketServed(tt, s)
   s.clean()
 })
 
@@ -191,11 +184,11 @@ t.test('slowloris request heads on the upgrade are cut by headersTimeout (408) a
   const head = `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`
   const attack = slowloris(s.port, head, 100, 50)
   tt.teardown(attack.stop)
-  await freshServed(tt, s) // while the attack runs
+  await freshWebSocketServed(tt, s) // while the attack runs
   await waitFor(() => attack.closed() === 100, 5000, 'every slow connection closed')
   tt.ok(attack.answers.every(a => a === 'HTTP/1.1 408 Request Timeout'), `answers: ${[...new Set(attack.answers)].join(', ')}`)
   tt.equal(s.probe.opened, 1, 'no slow request reached the policy (only the fresh client did)')
-  await freshServed(tt, s)
+  await freshWebSocketServed(tt, s)
   s.clean()
 })
 
@@ -208,7 +201,7 @@ t.test('with Fastify and Node defaults, slow request heads are held (60 s) but f
   tt.teardown(attack.stop)
   await new Promise(resolve => setTimeout(resolve, 500))
   tt.equal(attack.closed(), 0, 'the slow connections are still open')
-  await freshServed(tt, s)
+  await freshWebSocketServed(tt, s)
   const c = s.lp('fresh')
   tt.equal((await c.open(['echo.v1'])).status, 200, 'and the fallback too')
   attack.stop()
