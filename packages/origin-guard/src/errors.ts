@@ -9,3 +9,7 @@ export const PORTCULLIS_ORIGIN_CROSS_SITE = createError('PORTCULLIS_ORIGIN_CROSS
 
 // Startup: a wrong option never serves.
 export const PORTCULLIS_ORIGIN_INVALID_OPTION = createError('PORTCULLIS_ORIGIN_INVALID_OPTION', 'Invalid @portcullis/origin-guard option: %s', 500, TypeError)
+
+// A route asked for the origin check (`requireAllowedOrigin`, `checkOrigin`) on an instance where
+// the plugin is not registered: fail closed with a 500 rather than serve the route unchecked.
+export const PORTCULLIS_ORIGIN_NOT_REGISTERED = createError('PORTCULLIS_ORIGIN_NOT_REGISTERED', 'requireAllowedOrigin/checkOrigin need @portcullis/origin-guard registered on this instance', 500)

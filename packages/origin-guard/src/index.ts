@@ -5,6 +5,7 @@ import { protectedRouteOf, type ConnectionContext, type PortcullisOriginPolicy, 
 import { OriginMatcher } from './origin.js'
 import { OriginPolicy } from './guard.js'
 import { PORTCULLIS_ORIGIN_INVALID_OPTION } from './errors.js'
+import { registerAppOrigin } from './http-routes.js'
 import type { MissingOriginPolicy, OriginGuardCorsOptions, OriginGuardOptions } from './types.js'
 
 const defaults = Object.freeze({
@@ -51,6 +52,8 @@ async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOp
     evaluate: evaluateOrigin,
     describe: describeOrigin
   })
+  // the same compiled policy for ordinary HTTP routes (requireAllowedOrigin, checkOrigin)
+  registerAppOrigin(fastify, appPolicy, options.reportOnly)
 
   if (options.cors === false) return
   if (fastify.hasRequestDecorator('corsPreflightEnabled')) {
@@ -182,6 +185,7 @@ const plugin = fp(fastifyOriginGuard, {
 export default plugin
 export { plugin as originGuard, plugin as fastifyOriginGuard }
 export { OriginPolicy } from './guard.js'
+export { checkOrigin, requireAllowedOrigin } from './http-routes.js'
 export {
   OriginMatcher, parseOrigin, tryParseOrigin, serializeOrigin, normalizeOriginEntry, selfOrigin,
   MAX_ORIGIN_LENGTH, NULL_ORIGIN

@@ -39,6 +39,23 @@ export interface OriginGuardOptions {
   cors?: boolean | OriginGuardCorsOptions
 }
 
+/**
+ * Options of `requireAllowedOrigin(options)`: overrides of the plugin's app-wide values for the
+ * ordinary HTTP routes that use the hook (same syntax, same meaning as the plugin options).
+ */
+export interface HttpOriginOptions {
+  /** Allowed origins for these routes; replaces the plugin's `allow`. Default: the plugin's. */
+  allow?: readonly string[]
+  /**
+   * A request without `Origin`. Default: the plugin's (`'deny'`). `'allow'` lets non-browser
+   * clients (curl) through; a browser request without `Origin` that Fetch Metadata marks as
+   * cross-site is refused either way.
+   */
+  missing?: MissingOriginPolicy
+  /** Cross-check Fetch Metadata. Default: the plugin's (`true`). */
+  fetchMetadata?: boolean
+}
+
 declare module '@portcullis/policy' {
   interface PortcullisOriginPolicy {
     /** This route's allowlist; replaces the plugin's `allow` (same syntax). Default: the plugin's. */

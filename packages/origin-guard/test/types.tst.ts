@@ -1,7 +1,8 @@
 import { expect, test } from 'tstyche'
 import Fastify from 'fastify'
 import portcullis, { type PortcullisOriginPolicy } from '@portcullis/policy'
-import originGuard, { corsOptionsFor, parseOrigin, type OriginGuardOptions, type ParsedOrigin } from '@portcullis/origin-guard'
+import originGuard, { checkOrigin, corsOptionsFor, parseOrigin, requireAllowedOrigin, type OriginGuardOptions, type ParsedOrigin } from '@portcullis/origin-guard'
+import type { Denial } from '@portcullis/policy'
 
 const app = Fastify()
 app.register(portcullis)
@@ -34,5 +35,14 @@ test('the pure helpers are typed', () => {
   expect(parseOrigin('https://a.example')).type.toBe<ParsedOrigin>()
   app.get('/x', (request) => {
     expect(corsOptionsFor(request)?.credentials).type.toBe<boolean | undefined>()
+  })
+})
+
+test('requireAllowedOrigin is a preHandler for ordinary routes, and checkOrigin returns a denial value', () => {
+  expect(app.post('/login', { preHandler: requireAllowedOrigin({ missing: 'allow' }) }, async () => ({}))).type.not.toRaiseError()
+  expect(requireAllowedOrigin({ missing: 'sometimes' })).type.toRaiseError()
+  expect(requireAllowedOrigin({ allow: 'self' })).type.toRaiseError()
+  app.post('/x', async (request) => {
+    expect(checkOrigin(request)).type.toBe<Denial | undefined>()
   })
 })
