@@ -15,3 +15,10 @@ export const PORTCULLIS_FALLBACK_SEQUENCE_GAP = createError('PORTCULLIS_FALLBACK
 export const PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS = createError('PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS', 'Too many fallback sessions', 429)
 export const PORTCULLIS_FALLBACK_TOO_MANY_POLLS = createError('PORTCULLIS_FALLBACK_TOO_MANY_POLLS', 'Too many waiting polls from this address', 429)
 export const PORTCULLIS_FALLBACK_INTERNAL = createError('PORTCULLIS_FALLBACK_INTERNAL', 'The fallback request failed', 500)
+
+/**
+ * The store did not answer within `storeTimeoutMs`, or is unreachable (`@portcullis/fallback-redis`
+ * throws the same error). The request did nothing the client can rely on — a `send` so answered
+ * was not acknowledged — and the client retries after `Retry-After` (PROTOCOL.md §9).
+ */
+export const PORTCULLIS_STORE_UNAVAILABLE = createError('PORTCULLIS_STORE_UNAVAILABLE', 'The session store is unavailable, retry later', 503)

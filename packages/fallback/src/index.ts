@@ -6,8 +6,9 @@ import {
 } from '@portcullis/policy'
 import type { FallbackLimits, FallbackOptions, FallbackRouteOption } from './types.js'
 import { MemoryStore, type FallbackStore, type OutboundFrame, type ReadResult, type SessionRecord, type WakeReason } from './store.js'
-import { LongPollSocket, kClientClose, kReceive, kSettled } from './socket.js'
+import { LongPollSocket, kClientClose, kFail, kReceive, kSettled } from './socket.js'
 import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseSendBody } from './wire.js'
+import { atMost, timedStore } from './timed-store.js'
 import {
   PORTCULLIS_FALLBACK_BAD_ACK, PORTCULLIS_FALLBACK_BAD_REQUEST, PORTCULLIS_FALLBACK_BODY_TOO_LARGE,
   PORTCULLIS_FALLBACK_CONTENT_TYPE, PORTCULLIS_FALLBACK_HEADER_REQUIRED, PORTCULLIS_FALLBACK_INTERNAL,
@@ -36,11 +37,16 @@ const defaults = Object.freeze({
   maxSessionsPerIdentity: 16,
   maxSessionsPerIp: 64,
   maxSessions: 10_000,
-  maxPendingPollsPerIp: 64
+  maxPendingPollsPerIp: 64,
+  storeTimeoutMs: 15_000
 })
 
 type Limits = Required<FallbackLimits>
-const LIMIT_KEYS = Object.freeze(Object.keys(defaults).filter(k => k !== 'maxPendingPollsPerIp')) as ReadonlyArray<keyof Limits>
+/** Options of the whole plugin, not per-route limits. */
+const PLUGIN_KEYS = new Set(['maxPendingPollsPerIp', 'storeTimeoutMs'])
+const LIMIT_KEYS = Object.freeze(Object.keys(defaults).filter(k => !PLUGIN_KEYS.has(k))) as ReadonlyArray<keyof Limits>
+/** The close of a session whose socket a store failure ended (what its handler saw, too). */
+const LOST_CLOSE = Object.freeze({ code: CloseCodes.INTERNAL_ERROR, reason: 'internal error' })
 /** Session caps may be 0 (no limit); every other limit is a positive integer. */
 const ZERO_OK = new Set(['maxSessionsPerIdentity', 'maxSessionsPerIp', 'maxSessions'])
 /** Node's timers hold at most 2^31 − 1 ms. */
@@ -81,9 +87,12 @@ declare module 'fastify' {
 
 async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptions): Promise<void> {
   validateOptions(opts)
-  const { store: givenStore, maxPendingPollsPerIp, ...limitOpts } = { ...defaults, ...opts }
+  // an option given as undefined keeps its default (never a cap of `undefined`, which no count reaches)
+  const { store: givenStore, maxPendingPollsPerIp, storeTimeoutMs, ...limitOpts } = { ...defaults, ...definedOnly(opts) }
   const base: Limits = Object.freeze(pickLimits(limitOpts))
-  const store: FallbackStore = givenStore ?? new MemoryStore()
+  const rawStore: FallbackStore = givenStore ?? new MemoryStore()
+  /** The plugin's only view of the store: every call bounded by `storeTimeoutMs` (timed-store.ts). */
+  const store: FallbackStore = timedStore(rawStore, storeTimeoutMs)
   const policy = fastify.wsPolicy
 
   /** Sockets whose handler runs here, by sid. */
@@ -105,14 +114,20 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
   })
 
   fastify.decorate('wsFallback', {
-    store,
+    store: rawStore,
     sessions: () => sockets.size,
     closeSession: (sessionId: string, code: number, reason: string) => store.publishRevocation(sessionId, code, reason)
   } satisfies FallbackDecorator)
 
   fastify.addHook('onReady', async function portcullisFallbackStart () {
     await store.start({
-      inbound: (sid, frames) => sockets.get(sid)?.[kReceive](frames),
+      inbound (sid, frames) {
+        const socket = sockets.get(sid)
+        if (socket !== undefined) return socket[kReceive](frames)
+        // routed to us, but no handler runs it any more: close it, so its client is told
+        fastify.log.warn({ portcullis: { code: 'PORTCULLIS_FALLBACK_LOST_SESSION' } }, 'portcullis: inbound messages for a fallback session without a handler; closing it')
+        closeLost(sid, base.closeLingerMs).catch(() => {})
+      },
       clientClose: (sid, close) => sockets.get(sid)?.[kClientClose](close),
       revocation: (sessionId, code, reason) => { policy.closeSession(sessionId, code, reason) }
     })
@@ -121,17 +136,34 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
   // Shutdown: close our sessions with 1001 (the core's closeAll does the same for attached
   // sockets; close is idempotent), let their closes reach the store, then answer every poll
   // still waiting here — for our sessions it carries the 1001, for others' it is empty.
+  // Each wait is bounded by storeTimeoutMs (one deadline for both), and so is `stop`: a hung
+  // store cannot hold `fastify.close()` for longer than about twice that.
   fastify.addHook('preClose', async function portcullisFallbackShutdown () {
+    const deadline = Date.now() + storeTimeoutMs
     const all = [...sockets.values()]
     for (const s of all) if (s.readyState <= LongPollSocket.OPEN) s.close(CloseCodes.GOING_AWAY, 'server shutting down')
-    await Promise.all(all.map(s => s[kSettled]))
+    await atMost(Promise.all(all.map(s => s[kSettled])), storeTimeoutMs)
     for (const wake of [...waiting]) wake('superseded')
-    await Promise.all([...active])
+    await atMost(Promise.all([...active]), deadline - Date.now())
   })
 
   fastify.addHook('onClose', async function portcullisFallbackStop () {
-    await store.stop()
+    try {
+      await store.stop()
+    } catch (err) {
+      // shutting down regardless: say so, do not fail the close
+      fastify.log.error({ err }, 'portcullis: the fallback store did not stop cleanly')
+    }
   })
+
+  /**
+   * A session this node finished locally (a store call failed) while its record may still be
+   * open: close the record too, so the client's next poll gets the close (1011) instead of
+   * refreshing a session nobody runs, whose sends would be acknowledged and dropped.
+   */
+  async function closeLost (sid: string, lingerMs: number): Promise<void> {
+    await store.closeOutbound(sid, LOST_CLOSE, { lingerMs, dropQueued: false })
+  }
 
   function registerEndpoints (route: ProtectedRoute, limits: Limits, instance: FastifyInstance, path: string): void {
     const prefix = path.endsWith('/') ? path.slice(0, -1) : path
@@ -139,10 +171,10 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     const config = { [kProtectedRoute]: route }
     const common = { config, exposeHeadRoute: false, errorHandler: fallbackErrorHandler }
 
-    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/open`, bodyLimit: OPEN_BODY_LIMIT, onRequest: gate('open', route), handler: openHandler })
-    instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/poll`, onRequest: gate('poll', route), handler: pollHandler })
-    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/send`, bodyLimit: limits.maxBodyBytes, onRequest: gate('send', route), handler: sendHandler })
-    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/close`, bodyLimit: CLOSE_BODY_LIMIT, onRequest: gate('close', route), handler: closeHandler })
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/open`, bodyLimit: OPEN_BODY_LIMIT, onRequest: gate('open', route, limits), handler: openHandler })
+    instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/poll`, onRequest: gate('poll', route, limits), handler: pollHandler })
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/send`, bodyLimit: limits.maxBodyBytes, onRequest: gate('send', route, limits), handler: sendHandler })
+    instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/close`, bodyLimit: CLOSE_BODY_LIMIT, onRequest: gate('close', route, limits), handler: closeHandler })
     for (const kind of ['open', 'poll', 'send', 'close']) {
       // explicit OPTIONS routes carry the marker, so the origin guard's CORS hook sees preflights
       instance.route({ ...common, method: 'OPTIONS', url: `${prefix}/_lp/${kind}`, handler: preflightHandler })
@@ -183,12 +215,19 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
         store,
         limits,
         log: request.log,
-        onGone: () => { sockets.delete(sid) }
+        route: route.url,
+        onGone: () => { sockets.delete(sid) },
+        onStoreFailure: () => {
+          closeLost(sid, limits.closeLingerMs).catch((err: unknown) => {
+            // the gate closes it on the client's next request (this node owns it, no socket runs it)
+            request.log.warn({ err, portcullis: { route: route.url } }, 'portcullis: a failed fallback session could not be closed in the store yet')
+          })
+        }
       })
       sockets.set(sid, socket)
       request.portcullis = { transport: 'long-poll', state }
-      policy.attach(socket, state, request.log)
-      runHandler(this, route, socket, request)
+      // a guard factory that throws: the core closed the socket with 1011, the handler never runs
+      if (policy.attach(socket, state, request.log, route.url) !== false) runHandler(this, route, socket, request)
       noStore(reply)
       return {
         v: PROTOCOL_VERSION,
@@ -215,31 +254,38 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
         return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
       }
       const readLimits = { messages: limits.maxMessagesPerRequest, bytes: limits.maxPollBytes }
-      bump(pendingPerIp, ip, 1)
       let wake!: (reason: WakeReason | 'timeout' | 'aborted') => void
       const woken = new Promise<WakeReason | 'timeout' | 'aborted'>((resolve) => { wake = resolve })
-      // watch before reading: a message pushed between the read and the watch still wakes us
-      const unwatch = store.watch(sid, wake)
+      // Hear the client go away before the first await, so an abort at any point ends the wait.
+      const onAbort = (): void => wake('aborted')
+      reply.raw.once('close', onAbort)
+      let unwatch: () => void = noop
+      let timer: NodeJS.Timeout | undefined
+      // Everything after the bump is inside the try: a store that throws (watch included) or
+      // rejects frees the slot, the listener and the watch.
+      bump(pendingPerIp, ip, 1)
       const work = (async () => {
         try {
+          // gone during the gate's awaits: nothing to wait for
+          if (clientGone(request)) return emptyPoll(reply, 0)
+          // watch before reading: a message pushed between the read and the watch still wakes us
+          unwatch = store.watch(sid, wake)
           const first = await store.readOutbound(sid, ack, readLimits)
           if (!first.found) return unknownSession(reply)
           if (ack > first.lastSeq) return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_ACK()))
           if (first.frames.length > 0 || first.close !== undefined) return answerPoll(reply, first)
           waiting.add(wake)
-          const timer = setTimeout(wake, limits.pollTimeoutMs, 'timeout')
-          const onAbort = (): void => wake('aborted')
-          reply.raw.once('close', onAbort)
+          timer = setTimeout(wake, limits.pollTimeoutMs, 'timeout')
           const reason = await woken
-          clearTimeout(timer)
-          reply.raw.removeListener('close', onAbort)
-          waiting.delete(wake)
-          if (reason === 'aborted') return reply
-          if (reason === 'superseded') return answerPoll(reply, { ...first, frames: [], close: undefined })
+          // Aborted: the answer goes nowhere, but it is sent, so Fastify finishes the request
+          // (onResponse hooks, logs). Nothing is lost: frames stay queued until a poll acks them.
+          if (reason === 'aborted' || reason === 'superseded') return emptyPoll(reply, first.inAck)
           const next = await store.readOutbound(sid, ack, readLimits)
           if (!next.found) return unknownSession(reply)
           return answerPoll(reply, next)
         } finally {
+          clearTimeout(timer)
+          reply.raw.removeListener('close', onAbort)
           unwatch()
           waiting.delete(wake)
           bump(pendingPerIp, ip, -1)
@@ -254,13 +300,17 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     }
 
     async function sendHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid } = bound.get(request)!
+      const { sid, record } = bound.get(request)!
       let frames
       try {
         frames = parseSendBody(request.body, limits.maxMessagesPerRequest)
       } catch (err) {
         return badRequest(reply, err)
       }
+      // Ours, but its socket finished while the body was read (a store failure): close the
+      // record first, so the store refuses these messages (no ack) instead of routing them to
+      // no handler. Checked right before the push, which hands them over in the same tick.
+      if (record.node === store.nodeId && !sockets.has(sid)) await closeLost(sid, limits.closeLingerMs)
       const r = await store.pushInbound(sid, frames)
       if (r.status === 'unknown') return unknownSession(reply)
       if (r.status === 'gap') {
@@ -295,7 +345,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
    * content type; then (poll/send/close) the route's full policy and the session binding. `open`
    * evaluates in its handler, because the offered protocols are in its body.
    */
-  function gate (kind: Kind, route: ProtectedRoute) {
+  function gate (kind: Kind, route: ProtectedRoute, limits: Limits) {
     return async function portcullisFallbackGate (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
       // JSONP and ids in URLs are refused wholesale: the fallback never takes a query string
       if ((request.raw.url ?? '').includes('?')) return refuse(reply, new PORTCULLIS_FALLBACK_QUERY_REFUSED())
@@ -307,27 +357,38 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       // Browsers cannot send Sec-* headers from script (Fetch "forbidden request-header"); the
       // offer of a fallback request is X-Portcullis-Protocol only, never a WebSocket header.
       if (request.headers['sec-websocket-protocol'] !== undefined) return badRequest(reply, new SyntaxError('Sec-WebSocket-Protocol is not a fallback header'))
+      // The cheap per-IP bound first: a flood of polls from one address must not buy an
+      // identity lookup (a session store round trip) each. The handler checks again, exactly.
+      if (kind === 'poll' && (pendingPerIp.get(request.ip) ?? 0) >= maxPendingPollsPerIp) {
+        return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
+      }
       // The policy sees only the request (origin, cookies, the repeated protocol), never whether
       // the id exists, so its answer cannot tell a live id from a dead one. `resumed` tells
       // stages that count new connections (per-identity limits) that this one was counted at open.
       const decision = await route.evaluate(request, 'long-poll', headerValue(request.headers['x-portcullis-protocol']), true)
       if (!decision.allowed) return replyDenial(reply, decision.denial)
       const sid = request.headers['x-portcullis-sid']
-      const record = isSid(sid) ? await store.get(sid) : undefined
+      let record = isSid(sid) ? await store.get(sid) : undefined
       if (record === undefined || !matches(record, route, decision, request)) {
         request.log.info({ portcullis: { code: 'PORTCULLIS_FALLBACK_UNKNOWN_SESSION', route: route.url, known: record !== undefined } }, 'portcullis: unknown or mismatched fallback session')
         return unknownSession(reply)
+      }
+      if (record.closed === undefined && record.node === store.nodeId && !sockets.has(record.sid)) {
+        // Open in the store, owned here, but no socket runs it: a store failure ended it
+        // locally and its close never reached the store. Close it now; the client hears 1011.
+        request.log.warn({ portcullis: { code: 'PORTCULLIS_FALLBACK_LOST_SESSION', route: route.url } }, 'portcullis: fallback session without a handler; closing it in the store')
+        await closeLost(record.sid, limits.closeLingerMs)
+        record = await store.get(record.sid)
+        if (record === undefined) return unknownSession(reply)
       }
       if (record.closed === undefined) await store.touch(record.sid, Date.now())
       bound.set(request, { sid: record.sid, record })
     }
   }
 
+  /** The rule of both doors: a handler that throws or rejects closes its connection with 1011, logged once at error with the route. */
   function runHandler (instance: FastifyInstance, route: ProtectedRoute, socket: LongPollSocket, request: FastifyRequest): void {
-    const fail = (err: unknown): void => {
-      request.log.error({ err }, 'portcullis: fallback handler failed')
-      if (socket.readyState === LongPollSocket.OPEN) socket.close(CloseCodes.INTERNAL_ERROR, 'internal error')
-    }
+    const fail = (err: unknown): void => socket[kFail](err, 'handler')
     try {
       const r = route.handler.call(instance, socket, request)
       if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(undefined, fail)
@@ -366,6 +427,20 @@ function headerValue (h: string | string[] | undefined): string | undefined {
   const v = Array.isArray(h) ? h.join(', ') : h
   return v.length === 0 ? undefined : v
 }
+
+/** An answer with nothing in it: the hold ended (superseded, or the client went away). */
+function emptyPoll (reply: FastifyReply, inAck: number): unknown {
+  noStore(reply)
+  return { messages: [], ack: inAck }
+}
+
+/** The client's connection is closed already (it aborted during the gate). */
+function clientGone (request: FastifyRequest): boolean {
+  const socket = request.raw.socket as { destroyed?: boolean } | null
+  return socket === null || socket.destroyed === true
+}
+
+function noop (): void {}
 
 function answerPoll (reply: FastifyReply, r: ReadResult & { found: true }): unknown {
   noStore(reply)
@@ -424,6 +499,12 @@ function bump (map: Map<string, number>, key: string, d: number): void {
   else map.set(key, n)
 }
 
+function definedOnly<T extends object> (o: T): Partial<T> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v
+  return out as Partial<T>
+}
+
 function pickLimits (o: Record<string, unknown>): Limits {
   const out: Record<string, unknown> = {}
   for (const k of LIMIT_KEYS) out[k] = o[k]
@@ -458,7 +539,7 @@ function compileRoute (value: FallbackRouteOption | undefined, base: Limits): Li
 function validateOptions (opts: FallbackOptions): void {
   const err = (m: string): Error => new PORTCULLIS_FALLBACK_INVALID_OPTION(m)
   if (opts === null || typeof opts !== 'object') throw err('options must be an object')
-  const { store, maxPendingPollsPerIp, ...rest } = opts
+  const { store, maxPendingPollsPerIp, storeTimeoutMs, ...rest } = opts
   if (store !== undefined) {
     const methods = ['start', 'stop', 'create', 'get', 'touch', 'destroy', 'pushOutbound', 'closeOutbound', 'readOutbound', 'watch', 'pushInbound', 'pushClientClose', 'publishRevocation'] as const
     if (store === null || typeof store !== 'object') throw err('store must implement FallbackStore')
@@ -466,8 +547,9 @@ function validateOptions (opts: FallbackOptions): void {
     if (typeof store.nodeId !== 'string' || store.nodeId.length === 0) throw err('store.nodeId must be a non-empty string')
   }
   if (maxPendingPollsPerIp !== undefined && (!Number.isSafeInteger(maxPendingPollsPerIp) || maxPendingPollsPerIp < 1)) throw err('maxPendingPollsPerIp must be an integer ≥ 1')
-  checkLimits(rest as Record<string, unknown>, '', err)
-  checkTimeouts({ ...defaults, ...rest } as Limits, err)
+  if (storeTimeoutMs !== undefined && (!Number.isSafeInteger(storeTimeoutMs) || storeTimeoutMs < 1 || storeTimeoutMs > MAX_TIMER)) throw err(`storeTimeoutMs must be an integer ≥ 1 and ≤ ${MAX_TIMER}`)
+  checkLimits(definedOnly(rest) as Record<string, unknown>, '', err)
+  checkTimeouts({ ...defaults, ...definedOnly(rest) } as Limits, err)
 }
 
 const plugin = fp(portcullisFallback, {

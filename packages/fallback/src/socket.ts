@@ -27,8 +27,16 @@ export interface SocketOptions {
   store: FallbackStore
   limits: SocketLimits
   log: FastifyBaseLogger
+  /** The WebSocket route URL this session is a twin of (logged with a failure). */
+  route: string
   /** Called once, after `close` was emitted (the plugin forgets the socket). */
   onGone: () => void
+  /**
+   * Called once when a store call failed and the socket finished locally (1011): the plugin
+   * then makes sure the store record is closed too, so the client is told instead of polling a
+   * session nobody runs (PROTOCOL.md §9).
+   */
+  onStoreFailure?: () => void
 }
 
 type SendCallback = (err?: Error) => void
@@ -37,6 +45,10 @@ type SendCallback = (err?: Error) => void
 export const kReceive = Symbol('portcullis.fallback.receive')
 export const kClientClose = Symbol('portcullis.fallback.clientClose')
 export const kSettled = Symbol('portcullis.fallback.settled')
+export const kFail = Symbol('portcullis.fallback.fail')
+
+/** The close of a connection whose handler or listener threw or rejected (RFC 6455 §7.4.1). */
+const INTERNAL_CLOSE = 'internal error'
 
 /**
  * The long-poll door's socket: the part of `ws`'s `WebSocket` that handlers use, with the same
@@ -68,6 +80,9 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
   readonly #limits: SocketLimits
   readonly #log: FastifyBaseLogger
   readonly #onGone: () => void
+  readonly #onStoreFailure: (() => void) | undefined
+  readonly #route: string
+  #failed = false
   #nextSeq = 1
   #batch: OutboundFrame[] = []
   #batchBytes = 0
@@ -79,13 +94,17 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
   #closeEmitted = false
 
   constructor (opts: SocketOptions) {
-    super()
+    // A listener that returns a rejected promise reaches [Symbol.for('nodejs.rejection')] below,
+    // so an async `message` listener that rejects fails its connection as a throwing one does.
+    super({ captureRejections: true })
     this.#sid = opts.sid
     this.protocol = opts.protocol
     this.#store = opts.store
     this.#limits = opts.limits
     this.#log = opts.log
     this.#onGone = opts.onGone
+    this.#onStoreFailure = opts.onStoreFailure
+    this.#route = opts.route
     this.#armIdle(opts.limits.idleTimeoutMs)
   }
 
@@ -115,7 +134,7 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
       // as ws: sending on a closing or closed socket is not an exception, the callback hears of it
       if (cb !== undefined) {
         const err = new Error(`WebSocket is not open: readyState ${this.#state} (${STATES[this.#state]})`)
-        process.nextTick(cb, err)
+        this.#later(cb, err)
       }
       return
     }
@@ -135,7 +154,7 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     // Bound the batch a handler can build synchronously before any store write (a send loop).
     if (this.#batch.length + 1 > this.#limits.maxQueuedMessages || this.#batchBytes + frame.bytes > this.#limits.maxQueuedBytes) {
       this.#slowConsumer()
-      if (cb !== undefined) process.nextTick(cb, new Error('slow consumer: the fallback queue is full'))
+      if (cb !== undefined) this.#later(cb, new Error('slow consumer: the fallback queue is full'))
       return
     }
     this.#nextSeq++
@@ -182,12 +201,12 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
    * The callback, if any, is called on the next tick like ws's once the frame is written.
    */
   ping (_data?: unknown, _mask?: boolean, cb?: (err?: Error) => void): void {
-    if (cb !== undefined) process.nextTick(cb)
+    if (cb !== undefined) this.#later(cb)
   }
 
   /** A no-op, as `ping()`. */
   pong (_data?: unknown, _mask?: boolean, cb?: (err?: Error) => void): void {
-    if (cb !== undefined) process.nextTick(cb)
+    if (cb !== undefined) this.#later(cb)
   }
 
   /** Client messages routed here by the store, in order, each once. */
@@ -212,12 +231,31 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
       try {
         this.emit('message', buf, f.type === 'binary')
       } catch (err) {
-        // ws would crash the process here; a server keeps running and closes this one socket
-        this.#log.error({ err }, 'portcullis: fallback message listener threw')
-        this.close(CloseCodes.INTERNAL_ERROR, 'internal error')
+        // a server keeps running and closes this one connection, as on the WebSocket door
+        this[kFail](err, 'message listener')
         return
       }
     }
+  }
+
+  /**
+   * A handler or listener threw or rejected: log it once, at error, with the route, and close
+   * this connection with 1011 — the rule of both doors. Later failures of the same connection
+   * (a second listener, a late rejection) are logged at debug only.
+   */
+  [kFail] (err: unknown, what: string): void {
+    if (this.#failed) {
+      this.#log.debug({ err, portcullis: { route: this.#route } }, `portcullis: ${what} failed again`)
+    } else {
+      this.#failed = true
+      this.#log.error({ err, portcullis: { route: this.#route, close: CloseCodes.INTERNAL_ERROR } }, `portcullis: ${what} failed`)
+    }
+    if (this.#state === OPEN) this.close(CloseCodes.INTERNAL_ERROR, INTERNAL_CLOSE)
+  }
+
+  /** EventEmitter `captureRejections`: a listener's promise rejected. */
+  [Symbol.for('nodejs.rejection')] (err: unknown, event: string | symbol): void {
+    this[kFail](err, `${String(event)} listener`)
   }
 
   /** The client closed (`POST close`): the handler hears its code and reason, as with a close frame. */
@@ -242,7 +280,7 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     this.#run(async () => {
       const size = await this.#store.pushOutbound(this.#sid, frames)
       this.#queuedBytes = size.bytes
-      for (const cb of callbacks) cb()
+      for (const cb of callbacks) this.#call(cb, 'send callback')
       if (size.messages > this.#limits.maxQueuedMessages || size.bytes > this.#limits.maxQueuedBytes) this.#slowConsumer()
     }, callbacks)
   }
@@ -258,17 +296,35 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     this.#batch = []
     this.#callbacks = []
     this.#batchBytes = 0
-    for (const cb of callbacks) process.nextTick(cb, err)
+    for (const cb of callbacks) this.#later(cb, err)
+  }
+
+  /** A callback on the next tick, as ws calls it, but what it throws is logged, never uncaught. */
+  #later (cb: SendCallback, err?: Error): void {
+    process.nextTick(() => this.#call(cb, 'send callback', err))
   }
 
   /** Serialise store calls; a store failure fails the socket (1011), as a broken TCP link would. */
   #run (fn: () => Promise<void>, callbacks: SendCallback[] = []): void {
     this.#chain = this.#chain.then(fn).catch((err: Error) => {
-      this.#log.error({ err }, 'portcullis: fallback store failed')
-      for (const cb of callbacks) cb(err)
-      if (this.listenerCount('error') > 0) this.emit('error', err)
-      this.#finish(CloseCodes.INTERNAL_ERROR, 'internal error')
+      for (const cb of callbacks) this.#call(cb, 'send callback', err)
+      if (this.#closeEmitted) return
+      this.#log.error({ err, portcullis: { route: this.#route, close: CloseCodes.INTERNAL_ERROR } }, 'portcullis: fallback store failed')
+      if (this.listenerCount('error') > 0) this.#call(() => this.emit('error', err), 'error listener')
+      this.#finish(CloseCodes.INTERNAL_ERROR, INTERNAL_CLOSE)
+      // Finished here, maybe not in the store: the plugin closes the record, or the client's
+      // polls would keep a session alive whose sends are acknowledged and dropped.
+      this.#onStoreFailure?.()
     })
+  }
+
+  /** Run a user callback outside the store chain: what it throws is logged, never a store failure. */
+  #call (fn: (err?: Error) => void, what: string, err?: Error): void {
+    try {
+      fn(err)
+    } catch (e) {
+      this.#log.error({ err: e, portcullis: { route: this.#route } }, `portcullis: ${what} threw`)
+    }
   }
 
   #finish (code: number, reason: string): void {
@@ -278,7 +334,17 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     clearTimeout(this.#idle)
     this.#idle = undefined
     this.#onGone()
-    this.emit('close', code, Buffer.from(reason))
+    // A close listener that throws is logged; the other close listeners (the core's registry
+    // among them) still run, as they would if each had its own try.
+    for (const listener of this.rawListeners('close') as Array<(code: number, reason: Buffer) => unknown>) {
+      const buf = Buffer.from(reason)
+      try {
+        const r = listener.call(this, code, buf)
+        if (isThenable(r)) r.then(undefined, (err: unknown) => this.#log.error({ err, portcullis: { route: this.#route } }, 'portcullis: close listener failed'))
+      } catch (err) {
+        this.#log.error({ err, portcullis: { route: this.#route } }, 'portcullis: close listener failed')
+      }
+    }
   }
 
   /**
@@ -305,6 +371,10 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
     }, Math.max(ms, 1))
     this.#idle.unref()
   }
+}
+
+function isThenable (v: unknown): v is Promise<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as Promise<unknown>).then === 'function'
 }
 
 function binaryFrame (seq: number, buf: Buffer): OutboundFrame {

@@ -37,8 +37,20 @@ export type FallbackRouteOption = boolean | FallbackLimits
 export interface FallbackOptions extends FallbackLimits {
   /** Where sessions, queues and routing live. Default: a new `MemoryStore` (one node). */
   store?: FallbackStore
-  /** Waiting polls per client IP, over all sessions of this node; more get 429. Default `64`. */
+  /**
+   * Waiting polls per client IP, over all sessions of this node; more get 429. Checked before the
+   * policy runs, so a flood of polls costs no identity lookups. Default `64`.
+   */
   maxPendingPollsPerIp?: number
+  /**
+   * Every store call that does not settle within this time fails closed: a request waiting on it
+   * gets `503 PORTCULLIS_STORE_UNAVAILABLE` with `Retry-After`, a socket waiting on it closes
+   * with 1011 (and its session is closed in the store once the store answers). It also bounds
+   * `fastify.close()` with a hung store (about twice this). Default `15000` — above
+   * `@portcullis/fallback-redis`'s own bounds (`commandTimeoutMs` 2 s, `deliveryTimeoutMs` 10 s),
+   * so a Redis store's 503 comes first.
+   */
+  storeTimeoutMs?: number
 }
 
 declare module '@portcullis/policy' {

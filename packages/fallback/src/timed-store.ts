@@ -1,0 +1,60 @@
+/**
+ * Every store call bounded in time. A store is user code (a custom one) or a network service
+ * (Redis): either may hang. The plugin calls the store only through this wrapper, so a call that
+ * does not settle within `storeTimeoutMs` fails closed with `503 PORTCULLIS_STORE_UNAVAILABLE`
+ * where a request waits on it, fails its socket (1011) where the owner waits on it, and never
+ * holds `fastify.close()` longer than the bound.
+ */
+import type { FallbackStore } from './store.js'
+import { PORTCULLIS_STORE_UNAVAILABLE } from './errors.js'
+
+type AsyncMethod = Exclude<keyof FallbackStore, 'nodeId' | 'watch'>
+
+const ASYNC_METHODS: readonly AsyncMethod[] = Object.freeze([
+  'start', 'stop', 'create', 'get', 'touch', 'destroy', 'pushOutbound', 'closeOutbound',
+  'readOutbound', 'pushInbound', 'pushClientClose', 'publishRevocation'
+])
+
+/** The store with every asynchronous method bounded by `ms`; `watch` is synchronous and passes through. */
+export function timedStore (store: FallbackStore, ms: number): FallbackStore {
+  const timed: Record<string, unknown> = {
+    get nodeId () { return store.nodeId },
+    watch: (sid: string, wake: Parameters<FallbackStore['watch']>[1]) => store.watch(sid, wake)
+  }
+  for (const name of ASYNC_METHODS) {
+    timed[name] = function timedStoreCall (...args: unknown[]): Promise<unknown> {
+      let p: unknown
+      try {
+        p = (store[name] as (...a: unknown[]) => unknown).apply(store, args)
+      } catch (err) {
+        // a custom store's method that throws synchronously fails like one that rejects
+        return Promise.reject(err)
+      }
+      return within(Promise.resolve(p), ms, name)
+    }
+  }
+  return timed as unknown as FallbackStore
+}
+
+/** `p`, or a 503 once `ms` have passed. A late settlement of `p` is absorbed, never unhandled. */
+export function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(unavailable(new Error(`store ${what}() did not answer within ${ms} ms`))), ms)
+    p.then((v) => { clearTimeout(timer); resolve(v) }, (err: unknown) => { clearTimeout(timer); reject(err) })
+  })
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first (for shutdown waits). */
+export function atMost (p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, Math.max(ms, 0))
+    p.then(() => { clearTimeout(timer); resolve() }, () => { clearTimeout(timer); resolve() })
+  })
+}
+
+/** The 503, with what timed out as a non-enumerable `cause`: logs show it, responses do not. */
+function unavailable (cause: Error): Error {
+  const err = new PORTCULLIS_STORE_UNAVAILABLE()
+  Object.defineProperty(err, 'cause', { value: cause, enumerable: false, configurable: true, writable: true })
+  return err
+}
