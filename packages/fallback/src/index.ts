@@ -352,11 +352,12 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       // a custom header makes every cross-origin request non-simple: preflight first (Fetch §3.2.2)
       if (request.headers[FALLBACK_HEADER] !== '1') return refuse(reply, new PORTCULLIS_FALLBACK_HEADER_REQUIRED())
       if (kind !== 'poll' && !isJsonContentType(request.headers['content-type'])) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
+      // Browsers cannot send Sec-* headers from script (Fetch "forbidden request-header"); the
+      // offer of a fallback request is in the open body or X-Portcullis-Protocol, never a
+      // WebSocket header (PROTOCOL.md §9) — on every endpoint, `open` included.
+      if (request.headers['sec-websocket-protocol'] !== undefined) return badRequest(reply, new SyntaxError('Sec-WebSocket-Protocol is not a fallback header'))
       if (kind === 'open') return
 
-      // Browsers cannot send Sec-* headers from script (Fetch "forbidden request-header"); the
-      // offer of a fallback request is X-Portcullis-Protocol only, never a WebSocket header.
-      if (request.headers['sec-websocket-protocol'] !== undefined) return badRequest(reply, new SyntaxError('Sec-WebSocket-Protocol is not a fallback header'))
       // The cheap per-IP bound first: a flood of polls from one address must not buy an
       // identity lookup (a session store round trip) each. The handler checks again, exactly.
       if (kind === 'poll' && (pendingPerIp.get(request.ip) ?? 0) >= maxPendingPollsPerIp) {
@@ -471,12 +472,22 @@ function badRequest (reply: FastifyReply, err: unknown): FastifyReply {
   return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_REQUEST(detail)))
 }
 
-/** Body-parser and unexpected errors of the fallback routes, in the same JSON shape. */
+/**
+ * Errors of the fallback routes. Only the fallback's own body-reading failures become its
+ * codes; another plugin's 4xx (a rate limiter's 429 with Retry-After, an auth hook's 401/403)
+ * goes on to the app's error handler with its own status, body and headers, so a client can
+ * tell "slow down" from "denied". Unexpected 5xx never show their detail.
+ */
 function fallbackErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const status = error.statusCode ?? 500
-  if (status === 413) return refuse(reply, new PORTCULLIS_FALLBACK_BODY_TOO_LARGE())
-  if (status === 415) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
-  if (status >= 400 && status < 500) return badRequest(reply, new SyntaxError('invalid JSON body'))
+  const ours = typeof error.code === 'string' && error.code.startsWith('FST_ERR_CTP_')
+  if (status === 413 && ours) return refuse(reply, new PORTCULLIS_FALLBACK_BODY_TOO_LARGE())
+  if (status === 415 && ours) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
+  if (status >= 400 && status < 500) {
+    if (ours || error.validation !== undefined) return badRequest(reply, new SyntaxError('invalid JSON body'))
+    noStore(reply)
+    throw error
+  }
   // A store that cannot answer (Redis down or restarting) says so with its own stable 503: the
   // client retries later, and no detail of the store's failure reaches the response.
   if (status === 503 && typeof error.code === 'string' && error.code.startsWith('PORTCULLIS_')) {
