@@ -4,7 +4,7 @@ import { CloseCodes } from './close-codes.js'
 
 /**
  * One record per live connection, stored on the socket under a symbol: the close listener and
- * the guarded `emit` are shared functions that find their record through `this`, so a
+ * the tracked `emit` are shared functions that find their record through `this`, so a
  * connection costs one object and a few slots, not a set of closures (idle memory matters at
  * thousands of sockets).
  */
@@ -14,10 +14,16 @@ interface Tracked {
   registry: ConnectionRegistry
   sessionId: string | undefined
   identityId: string | undefined
+  route: string | undefined
   guards: ConnectionGuard[] | undefined
   /** The socket's own `emit`, called for what the guards let through. */
-  emit: PortcullisSocket['emit'] | undefined
+  emit: PortcullisSocket['emit']
+  /** A guard refused a message or a listener threw: the connection is closing, nothing more is delivered. */
   violated: boolean
+  /** Application code failed (logged once). */
+  failed: boolean
+  /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
+  emittedError: unknown
   log: FastifyBaseLogger
 }
 
@@ -25,6 +31,9 @@ const kTracked = Symbol('portcullis.tracked')
 type TrackedSocket = PortcullisSocket & { [kTracked]?: Tracked }
 
 const OPEN = 1
+
+/** The close reason of a connection whose application code failed (1011, RFC 6455 §7.4.1). Same on both doors. */
+export const INTERNAL_ERROR_REASON = 'internal error'
 
 /**
  * Live connections of both doors, indexed by session (for revocation) and by identity (for
@@ -48,11 +57,37 @@ export class ConnectionRegistry {
     return this.#perIdentity.get(identityId) ?? 0
   }
 
-  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger): void {
+  /**
+   * Track a connection that has just opened. The guard factories run first: when one throws, the
+   * guards already made are closed, nothing is indexed (no phantom in `connectionsOf` or the
+   * session index, so a per-identity limit cannot lock the user out), the connection is closed
+   * with 1011 and `false` is returned — the caller must not run the handler. Every attached
+   * socket gets the tracked `emit`, so a throwing `message` or `close` listener is contained.
+   */
+  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string): boolean {
+    let guards: ConnectionGuard[] | undefined
+    const factories = state.guards
+    if (factories !== undefined && factories.length > 0) {
+      guards = []
+      try {
+        for (const factory of factories) guards.push(factory({ state, socket, log }))
+      } catch (err) {
+        log.error({ err, portcullis: { route } }, 'portcullis: connection guard failed to open; connection closed')
+        closeGuards(guards, log, route)
+        if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+        return false
+      }
+    }
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
-    const entry: Tracked = { socket, state, registry: this, sessionId, identityId, guards: undefined, emit: undefined, violated: false, log }
+    const entry: Tracked = {
+      socket, state, registry: this, sessionId, identityId, route, guards, emit: socket.emit, violated: false, failed: false, emittedError: undefined, log
+    }
     ;(socket as TrackedSocket)[kTracked] = entry
+    socket.emit = trackedEmit as PortcullisSocket['emit']
+    // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper
+    socket.on('close', onTrackedClose)
+    // indexed last, once nothing above can fail
     this.#all.add(entry)
     if (sessionId !== undefined) {
       let set = this.#bySession.get(sessionId)
@@ -60,14 +95,29 @@ export class ConnectionRegistry {
       set.add(entry)
     }
     if (identityId !== undefined) this.#perIdentity.set(identityId, (this.#perIdentity.get(identityId) ?? 0) + 1)
+    return true
+  }
 
-    if (state.guards !== undefined && state.guards.length > 0) {
-      entry.guards = state.guards.map(factory => factory({ state, socket, log }))
-      entry.emit = socket.emit
-      socket.emit = guardedEmit as PortcullisSocket['emit']
+  /**
+   * Whether `error` is one the socket emitted itself (a peer breaking RFC 6455, a transport
+   * error) rather than one thrown by application code: both reach @fastify/websocket's error
+   * handler, and only the second is a server fault.
+   */
+  emittedError (socket: PortcullisSocket, error: unknown): boolean {
+    const entry = (socket as TrackedSocket)[kTracked]
+    return entry !== undefined && entry.emittedError === error
+  }
+
+  /** Application code of this connection failed: log once at error with the route, close with 1011. */
+  fail (socket: PortcullisSocket, err: unknown, what: string, log: FastifyBaseLogger, route: string | undefined): void {
+    const entry = (socket as TrackedSocket)[kTracked]
+    if (entry !== undefined) {
+      if (entry.failed) return
+      entry.failed = true
+      entry.violated = true
     }
-    // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper
-    socket.on('close', onTrackedClose)
+    log.error({ err, portcullis: { route, close: CloseCodes.INTERNAL_ERROR } }, `portcullis: ${what} failed; connection closed`)
+    if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
   }
 
   /** Forget a closed connection (called once, from its close event). */
@@ -86,8 +136,16 @@ export class ConnectionRegistry {
       if (n <= 0) this.#perIdentity.delete(identityId)
       else this.#perIdentity.set(identityId, n)
     }
-    if (entry.guards !== undefined) for (const g of entry.guards) g.close?.()
-    for (const fn of this.#closeListeners) fn(entry.state)
+    if (entry.guards !== undefined) closeGuards(entry.guards, entry.log, entry.route)
+    // each listener on its own: one that throws neither escapes into the socket's close event
+    // nor keeps the others from hearing it
+    for (const fn of this.#closeListeners) {
+      try {
+        fn(entry.state)
+      } catch (err) {
+        entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: onConnectionClose listener failed')
+      }
+    }
   }
 
   closeSession (sessionId: string, code: number, reason: string): number {
@@ -111,37 +169,77 @@ export class ConnectionRegistry {
   }
 }
 
+/** Close each guard on its own: a throwing `close()` (an app's inspector) skips no other. */
+function closeGuards (guards: ConnectionGuard[], log: FastifyBaseLogger, route: string | undefined): void {
+  for (let i = 0; i < guards.length; i++) {
+    const g = guards[i]
+    if (g.close === undefined) continue
+    try {
+      g.close()
+    } catch (err) {
+      log.error({ err, portcullis: { route } }, 'portcullis: connection guard close failed')
+    }
+  }
+}
+
 function onTrackedClose (this: TrackedSocket): void {
   const entry = this[kTracked]
   if (entry !== undefined) entry.registry.release(entry)
 }
 
 /**
- * Puts the guards in front of every `message` listener, in place of the socket's `emit`: a
- * listener the handler adds later still only sees messages that passed. After a violation the
- * connection is closing and nothing more is delivered. Other events pass untouched. No rest
- * parameters and no closure: this runs for every inbound message of every guarded socket.
+ * The `emit` of every attached socket (both doors). For `message`: the guards run in front of
+ * every listener (a listener the handler adds later still only sees messages that passed), and a
+ * listener that throws closes this connection with 1011 instead of escaping into `ws`'s receiver,
+ * where it would crash the process. After a violation or a failure nothing more is delivered.
+ * For `close`: every listener runs, each contained, so one that throws skips no other (the
+ * registry's own listener among them). Other events pass untouched. No rest parameters and no
+ * closure: this runs for every inbound message of every socket.
  */
-function guardedEmit (this: TrackedSocket, event: string | symbol, data?: unknown, isBinary?: unknown): boolean {
+function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknown, isBinary?: unknown): boolean {
   const entry = this[kTracked] as Tracked
-  const emit = entry.emit as PortcullisSocket['emit']
-  if (event !== 'message') return emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
-  if (entry.violated) return false
-  const guards = entry.guards as ConnectionGuard[]
-  for (let i = 0; i < guards.length; i++) {
-    let v
-    try {
-      v = guards[i].message(data as Buffer | string, isBinary as boolean)
-    } catch (err) {
-      entry.log.error({ err }, 'portcullis: message guard failed')
-      v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
+  if (event === 'message') {
+    if (entry.violated) return false
+    const guards = entry.guards
+    if (guards !== undefined) {
+      for (let i = 0; i < guards.length; i++) {
+        let v
+        try {
+          v = guards[i].message(data as Buffer | string, isBinary as boolean)
+        } catch (err) {
+          entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: message guard failed')
+          v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
+        }
+        if (v !== undefined) {
+          entry.violated = true
+          entry.log.info({ portcullis: { close: v.code, reason: v.reason, route: entry.route } }, 'portcullis: message refused')
+          this.close(v.code, v.reason)
+          return false
+        }
+      }
     }
-    if (v !== undefined) {
-      entry.violated = true
-      entry.log.info({ portcullis: { close: v.code, reason: v.reason } }, 'portcullis: message refused')
-      this.close(v.code, v.reason)
-      return false
+    try {
+      return entry.emit.call(this, event, data, isBinary)
+    } catch (err) {
+      entry.registry.fail(this, err, 'message listener', entry.log, entry.route)
+      return true
     }
   }
-  return emit.call(this, event, data, isBinary)
+  if (event === 'close') return emitEach(this, entry, data, isBinary)
+  if (event === 'error') entry.emittedError = data
+  return entry.emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
+}
+
+/** Emit `close` to each listener in turn, containing each (runs once per connection). */
+function emitEach (socket: TrackedSocket, entry: Tracked, code: unknown, reason: unknown): boolean {
+  const listeners = socket.rawListeners('close')
+  for (const fn of listeners) {
+    // a `once` wrapper removes itself when called, as EventEmitter's own emit would
+    try {
+      fn.call(socket, code, reason)
+    } catch (err) {
+      entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: close listener failed')
+    }
+  }
+  return listeners.length > 0
 }

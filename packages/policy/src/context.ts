@@ -60,8 +60,10 @@ export class Context implements ConnectionContext {
  * most headers with ", ", so the parsed value alone cannot tell two lines from one list; the raw
  * header array can.
  */
-export function countHeaderLines (rawHeaders: string[], name: string, parsed: string | string[] | undefined): number {
+export function countHeaderLines (rawHeaders: string[] | undefined, name: string, parsed: string | string[] | undefined): number {
   if (parsed === undefined) return 0
+  // app.injectWS()'s request has headers but no raw lines: one value is one line
+  if (rawHeaders === undefined) return Array.isArray(parsed) ? parsed.length : 1
   let n = 0
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const h = rawHeaders[i]

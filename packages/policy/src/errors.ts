@@ -20,3 +20,4 @@ export const PORTCULLIS_BAD_HANDSHAKE = createError('PORTCULLIS_BAD_HANDSHAKE', 
 export const PORTCULLIS_UNSUPPORTED_VERSION = createError('PORTCULLIS_UNSUPPORTED_VERSION', 'Unsupported WebSocket version: only 13 is supported', 426)
 export const PORTCULLIS_NOT_A_WEBSOCKET_ROUTE = createError('PORTCULLIS_NOT_A_WEBSOCKET_ROUTE', 'This route does not accept WebSocket upgrades', 400)
 export const PORTCULLIS_STAGE_FAILED = createError('PORTCULLIS_STAGE_FAILED', 'The connection could not be checked', 500)
+export const PORTCULLIS_STAGE_TIMEOUT = createError('PORTCULLIS_STAGE_TIMEOUT', 'The connection could not be checked in time', 503)

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import { IncomingMessage } from 'node:http'
 
 /** Why an upgrade request is not a valid RFC 6455 opening handshake, or undefined when it is. */
 export type HandshakeProblem =
@@ -11,8 +11,10 @@ export type HandshakeProblem =
  * stages) and it still accepts the draft version 8; we answer first and only accept 13.
  */
 export function checkHandshake (req: IncomingMessage): HandshakeProblem | undefined {
-  // §4.2.1 (1): an HTTP/1.1 or higher GET request. The route is GET-only already.
-  if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
+  const injected = isInjectedUpgrade(req)
+  // §4.2.1 (1): an HTTP/1.1 or higher GET request. The route is GET-only already. An injected
+  // request has no parsed version numbers: injectWS always speaks HTTP/1.1.
+  if (!injected && (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1)) {
     return { status: 400, detail: 'HTTP/1.1 required' }
   }
   // §4.2.1 (2): a |Host| header field. Node checks it for plain requests only, not upgrades.
@@ -31,10 +33,24 @@ export function checkHandshake (req: IncomingMessage): HandshakeProblem | undefi
     return { status: 400, detail: 'Sec-WebSocket-Key must be one base64-encoded 16-byte value' }
   }
   // §4.2.1 (6) and §4.4: version 13 only; anything else gets 426 naming the version we speak.
-  if (req.headers['sec-websocket-version'] !== '13') {
+  // (injectWS sets the number 13; a parsed header is always a string)
+  const version = req.headers['sec-websocket-version'] as unknown
+  if (version !== '13' && !(injected && version === 13)) {
     return { status: 426, detail: 'Sec-WebSocket-Version must be 13' }
   }
   return undefined
+}
+
+/**
+ * Whether `req` is the request `app.injectWS()` (@fastify/websocket's test helper) emits: a
+ * plain object with `httpVersion: '1.1'` and no parsed version numbers, handed straight to the
+ * server's `upgrade` event. A request from the network is always an `http.IncomingMessage`
+ * built by Node's parser, whatever bytes the client sends, so no client can pass for one.
+ */
+export function isInjectedUpgrade (req: IncomingMessage): boolean {
+  const r = req as { httpVersion?: unknown, httpVersionMajor?: unknown }
+  return !(req instanceof IncomingMessage) && Object.getPrototypeOf(req) === Object.prototype &&
+    r.httpVersion === '1.1' && r.httpVersionMajor === undefined
 }
 
 const BASE64 = new Uint8Array(128)

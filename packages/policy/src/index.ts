@@ -10,11 +10,11 @@ import type {
 import { Pipeline, type CompiledRoute } from './pipeline.js'
 import { ConnectionRegistry } from './connections.js'
 import { Context } from './context.js'
-import { checkHandshake } from './handshake.js'
+import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { CloseCodes } from './close-codes.js'
 import {
   PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
-  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_UNSUPPORTED_VERSION
+  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_STAGE_FAILED, PORTCULLIS_UNSUPPORTED_VERSION
 } from './errors.js'
 
 /**
@@ -31,6 +31,9 @@ const defaults = Object.freeze({
   defaults: {} as PortcullisRoutePolicy,
   denialLogLevel: 'warn' as const,
   maxBufferedBytes: 4 * 1024 * 1024,
+  // an async stage (a session store, an auth service) that never answers must not hold an
+  // upgrade forever: once Node has emitted 'upgrade', no HTTP timeout covers the socket
+  stageTimeoutMs: 5000,
   // ws accepts 100 MiB messages by default; a security layer starts small (RFC 6455 §10.4). A
   // peer that does not answer a close is dropped after 5 s rather than ws's 30 s.
   websocket: Object.freeze({ maxPayload: 1024 * 1024, closeTimeout: 5000 })
@@ -74,7 +77,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
   }
 
-  const pipeline = new Pipeline(record)
+  const pipeline = new Pipeline(record, options.stageTimeoutMs)
   const connections = new ConnectionRegistry()
 
   const policy: PortcullisPolicy = {
@@ -85,7 +88,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     context: (request, transport, route, offered, resumed) => new Context(request, transport, route, offered ?? joinProtocols(request), resumed),
     evaluate: (ctx, route) => pipeline.evaluate(ctx, route as CompiledRoute),
     route: (url) => pipeline.routes.get(url),
-    attach: (socket, state, log) => connections.attach(socket, state, log),
+    attach: (socket, state, log, route) => connections.attach(socket, state, log, route),
     closeSession: (sessionId, code, reason) => connections.closeSession(sessionId, code, reason),
     connectionsOf: (id) => connections.connectionsOf(id),
     onConnectionClose: (fn) => connections.onClose(fn),
@@ -130,7 +133,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     ] as RouteOptions['onRequest']
     routeOptions.handler = function portcullisWebSocketHandler (this: FastifyInstance, socket: WebSocket, request: FastifyRequest) {
       const decided = request.portcullis
-      if (decided !== null) connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log)
+      // a guard factory that throws: closed with 1011, nothing indexed, the handler never runs
+      if (decided !== null && !connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log, route.url)) return
       if (sendWithBound !== undefined) socket.send = sendWithBound
       return appHandler.call(this, socket as unknown as PortcullisSocket, request)
     } as unknown as RouteOptions['handler']
@@ -145,7 +149,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   await fastify.register(fastifyWebsocket, {
     // the cast bridges @types/ws seen through ESM and CJS resolution (same type, two identities)
     options: { ...options.websocket, handleProtocols: portcullisHandleProtocols } as never,
-    errorHandler: portcullisSocketError as never,
+    errorHandler: socketErrorHandler(connections) as never,
     preClose: function portcullisPreClose (this: FastifyInstance, done: (err?: Error) => void) {
       connections.closeAll()
       const server = (this as FastifyInstance & { websocketServer: WebSocketServer }).websocketServer
@@ -172,6 +176,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   function guardUpgrade (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     // A plain GET to a WebSocket route: @fastify/websocket answers 404, no policy needed.
     if (!request.ws) return done()
+    // app.injectWS() sends no Host unless told to; like app.inject(), it stands for localhost:80
+    if (request.raw.headers.host === undefined && isInjectedUpgrade(request.raw)) request.raw.headers.host = 'localhost:80'
     const problem = checkHandshake(request.raw)
     if (problem !== undefined) {
       const err = problem.status === 426 ? new PORTCULLIS_UNSUPPORTED_VERSION() : new PORTCULLIS_BAD_HANDSHAKE(problem.detail)
@@ -181,7 +187,11 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
     const decision = pipeline.evaluate(new Context(request, 'websocket', route.url, joinProtocols(request)), route)
     if (isPromise(decision)) {
-      decision.then((d) => settle(d, request, reply, done), (err) => done(err))
+      decision.then((d) => settle(d, request, reply, done), (err) => {
+        // the pipeline turns stage failures into denials; this is a fault of the core itself
+        request.log.error({ err, portcullis: { route: route.url } }, 'portcullis: evaluation failed')
+        replyDenial(reply, denialOf(new PORTCULLIS_STAGE_FAILED()))
+      })
     } else {
       settle(decision, request, reply, done)
     }
@@ -205,13 +215,26 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
 }
 
 /**
- * An error on an open WebSocket is almost always the peer breaking RFC 6455 (unmasked frame,
- * invalid UTF-8, oversized message: ws has already closed with 1002/1007/1009). Any client can
- * cause one, so it is logged at info, not error — a client must not be able to flood error logs.
+ * @fastify/websocket calls its error handler for two different things:
+ * - an `error` the socket emitted: the peer broke RFC 6455 (unmasked frame, invalid UTF-8,
+ *   oversized message: ws has already closed with 1002/1007/1009) or the transport failed. Any
+ *   client can cause one, so it is logged at info, not error (no flooding error logs), and the
+ *   socket is dropped;
+ * - an exception of the route's handler: its synchronous throw, or the rejection of the promise
+ *   it returned. That is a server fault: logged at error with the route, and the connection is
+ *   closed with 1011 'internal error', as the long-poll door does.
+ * The registry tells them apart: it saw every error the socket emitted.
  */
-function portcullisSocketError (error: Error & { code?: string }, socket: WebSocket, request: FastifyRequest): void {
-  request.log.info({ portcullis: { socketError: error.code ?? error.name, message: error.message } }, 'portcullis: websocket error')
-  socket.terminate()
+function socketErrorHandler (connections: ConnectionRegistry) {
+  return function portcullisSocketError (error: Error & { code?: string }, socket: WebSocket, request: FastifyRequest): void {
+    const ps = socket as unknown as PortcullisSocket
+    if (connections.emittedError(ps, error)) {
+      request.log.info({ portcullis: { socketError: error?.code ?? error?.name, message: error?.message } }, 'portcullis: websocket error')
+      socket.terminate()
+      return
+    }
+    connections.fail(ps, error, 'handler', request.log, request.routeOptions.url)
+  }
 }
 
 /**
@@ -283,6 +306,9 @@ function validateOptions (opts: PortcullisOptions): void {
   }
   if (opts.maxBufferedBytes !== undefined && !(typeof opts.maxBufferedBytes === 'number' && opts.maxBufferedBytes > 0)) {
     throw new PORTCULLIS_INVALID_OPTION('maxBufferedBytes must be a positive number of bytes (or Infinity)')
+  }
+  if (opts.stageTimeoutMs !== undefined && !(Number.isInteger(opts.stageTimeoutMs) && opts.stageTimeoutMs > 0 && opts.stageTimeoutMs <= 0x7fffffff)) {
+    throw new PORTCULLIS_INVALID_OPTION('stageTimeoutMs must be an integer number of milliseconds from 1 to 2147483647')
   }
   if (opts.websocket !== undefined) {
     if (opts.websocket === null || typeof opts.websocket !== 'object') throw new PORTCULLIS_INVALID_OPTION('websocket must be an object of ws server options')

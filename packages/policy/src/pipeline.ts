@@ -6,7 +6,7 @@ import type {
 import { Context } from './context.js'
 import {
   PORTCULLIS_DUPLICATE_STAGE, PORTCULLIS_INVALID_ROUTE_POLICY, PORTCULLIS_LATE_REGISTRATION,
-  PORTCULLIS_NO_ORIGIN_STAGE, PORTCULLIS_STAGE_FAILED
+  PORTCULLIS_NO_ORIGIN_STAGE, PORTCULLIS_STAGE_FAILED, PORTCULLIS_STAGE_TIMEOUT
 } from './errors.js'
 
 const PHASES: readonly StagePhase[] = ['origin', 'identity', 'subprotocol', 'custom']
@@ -38,9 +38,11 @@ export class Pipeline {
   readonly routes = new Map<string, CompiledRoute>()
   #locked: string | undefined
   readonly record: Recorder
+  readonly stageTimeoutMs: number
 
-  constructor (record: Recorder) {
+  constructor (record: Recorder, stageTimeoutMs = 5000) {
     this.record = record
+    this.stageTimeoutMs = stageTimeoutMs
   }
 
   lock (reason: string): void {
@@ -141,6 +143,8 @@ export class Pipeline {
    * case: origin and a cached session), so the handshake pays no promise allocation; the first
    * stage that returns a promise switches the rest of the run to async.
    * A stage that throws fails closed with a 500 and a stable code; its message is logged, not sent.
+   * An async stage that has not settled within `stageTimeoutMs` fails closed with a 503
+   * (`PORTCULLIS_STAGE_TIMEOUT`); its late answer is ignored.
    */
   evaluate (ctx: ConnectionContext, route: CompiledRoute): Decision | Promise<Decision> {
     return this.#run(ctx, route, 0, [])
@@ -157,13 +161,7 @@ export class Pipeline {
         return this.#failed(ctx, route, entry, err, reported)
       }
       if (result !== undefined && typeof (result as Promise<StageResult>).then === 'function') {
-        return (result as Promise<StageResult>).then(
-          (r) => {
-            const denied = this.#settle(ctx, route, entry, r, reported)
-            return denied ?? this.#run(ctx, route, i + 1, reported)
-          },
-          (err) => this.#failed(ctx, route, entry, err, reported)
-        )
+        return this.#await(result as Promise<StageResult>, ctx, route, i, reported)
       }
       const denied = this.#settle(ctx, route, entry, result as StageResult, reported)
       if (denied !== undefined) return denied
@@ -171,6 +169,44 @@ export class Pipeline {
     // a resumed request (a long-poll poll/send) is not a new connection: count admissions once
     if (!ctx.resumed) route.counters.allowed++
     return { allowed: true, state: ctx.state, reported }
+  }
+
+  /** Wait for stage `i`'s answer, at most `stageTimeoutMs`; then go on with the next stage. */
+  #await (pending: Promise<StageResult>, ctx: ConnectionContext, route: CompiledRoute, i: number, reported: Denial[]): Promise<Decision> {
+    const entry = route.stages[i]
+    return new Promise<Decision>((resolve, reject) => {
+      let decided = false
+      const timer = setTimeout(() => {
+        decided = true
+        try {
+          resolve(this.#timedOut(ctx, route, entry, reported))
+        } catch (err) {
+          reject(err)
+        }
+      }, this.stageTimeoutMs)
+      pending.then(
+        (r) => {
+          if (decided) return
+          decided = true
+          clearTimeout(timer)
+          try {
+            resolve(this.#settle(ctx, route, entry, r, reported) ?? this.#run(ctx, route, i + 1, reported))
+          } catch (err) {
+            reject(err)
+          }
+        },
+        (err) => {
+          if (decided) return
+          decided = true
+          clearTimeout(timer)
+          try {
+            resolve(this.#failed(ctx, route, entry, err, reported))
+          } catch (e) {
+            reject(e)
+          }
+        }
+      )
+    })
   }
 
   #settle (ctx: ConnectionContext, route: CompiledRoute, entry: CompiledStage, result: StageResult, reported: Denial[]): Decision | undefined {
@@ -193,6 +229,16 @@ export class Pipeline {
     const e = new PORTCULLIS_STAGE_FAILED()
     // a failing stage never lets a request through, even in report-only mode: fail closed
     const denial: Denial = { status: e.statusCode ?? 500, code: e.code, reason: e.message, stage: entry.def.name }
+    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
+    this.record(ctx, denial, 'deny', route)
+    return { allowed: false, denial, state: ctx.state, reported }
+  }
+
+  #timedOut (ctx: ConnectionContext, route: CompiledRoute, entry: CompiledStage, reported: Denial[]): Decision {
+    ctx.request.log.error({ portcullis: { stage: entry.def.name, route: route.url, timeoutMs: this.stageTimeoutMs } }, 'portcullis: stage timed out')
+    const e = new PORTCULLIS_STAGE_TIMEOUT()
+    // like a failure: never let the request through, even in report-only mode
+    const denial: Denial = { status: e.statusCode ?? 503, code: e.code, reason: e.message, stage: entry.def.name }
     route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
     this.record(ctx, denial, 'deny', route)
     return { allowed: false, denial, state: ctx.state, reported }

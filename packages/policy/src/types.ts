@@ -264,6 +264,14 @@ export interface PortcullisOptions {
   maxBufferedBytes?: number
   /** Log level for denials. Default `'warn'`. */
   denialLogLevel?: 'error' | 'warn' | 'info' | 'debug'
+  /**
+   * How long one async stage (a session store, an auth service) may take, in milliseconds. A
+   * stage that has not settled by then fails closed: 503 `PORTCULLIS_STAGE_TIMEOUT` on both
+   * doors, audited like any denial, and the upgrade socket is answered and closed instead of
+   * held (once Node has emitted `upgrade`, no HTTP timeout covers it). It also bounds how long
+   * `fastify.close()` waits for handshakes in evaluation. Default `5000`.
+   */
+  stageTimeoutMs?: number
 }
 
 export interface RouteDescription {
@@ -298,9 +306,12 @@ export interface PortcullisPolicy {
   route: (url: string) => ProtectedRoute | undefined
   /**
    * Track a live connection (either door): installs its message guards, indexes it by session
-   * and identity, and closes it on `closeSession`. Returns a function that untracks it.
+   * and identity, and closes it on `closeSession`. A `message` listener that throws closes the
+   * connection with 1011 `internal error` (logged at error once, with `route`); a throwing
+   * `close` listener is logged and skips no other. Returns `false` when a guard factory threw:
+   * the connection is closing with 1011, nothing was indexed, and the handler must not run.
    */
-  attach: (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger) => void
+  attach: (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string) => boolean
   /** Close every live connection of a session, on both doors. Returns how many were closed. */
   closeSession: (sessionId: string, code: number, reason: string) => number
   /** Number of live connections of an identity (for per-identity limits). */
