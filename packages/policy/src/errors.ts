@@ -10,7 +10,22 @@ export const PORTCULLIS_NO_ORIGIN_STAGE = createError(
 )
 export const PORTCULLIS_LATE_REGISTRATION = createError(
   'PORTCULLIS_LATE_REGISTRATION',
-  '%s was added after %s: register every Portcullis plugin before your routes',
+  '%s was added after %s: register every Portcullis plugin before your routes (routes of every encapsulated context share the one policy)',
+  500
+)
+export const PORTCULLIS_SCOPED_REGISTRATION = createError(
+  'PORTCULLIS_SCOPED_REGISTRATION',
+  '%s was added from the encapsulated context %s, but Portcullis stages and transports apply to every route of the app through the one policy registered in the context %s: register the plugin there, before any route, and put per-context differences in route options (wsPolicy) or the policy defaults',
+  500
+)
+export const PORTCULLIS_WEBSOCKET_ALREADY_REGISTERED = createError(
+  'PORTCULLIS_WEBSOCKET_ALREADY_REGISTERED',
+  '@fastify/websocket is already registered %s: remove that registration and pass its options as the "websocket" option of @portcullis/policy, which registers @fastify/websocket itself so that its checks run in front of every WebSocket handler',
+  500
+)
+export const PORTCULLIS_DUPLICATE_POLICY = createError(
+  'PORTCULLIS_DUPLICATE_POLICY',
+  '@portcullis/policy is already registered on this server (context %s): register it once, in the context that holds every WebSocket route',
   500
 )
 export const PORTCULLIS_DUPLICATE_STAGE = createError('PORTCULLIS_DUPLICATE_STAGE', 'A stage named "%s" is already registered', 500)

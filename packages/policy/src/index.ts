@@ -13,8 +13,9 @@ import { Context } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { CloseCodes } from './close-codes.js'
 import {
-  PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
-  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_STAGE_FAILED, PORTCULLIS_UNSUPPORTED_VERSION
+  PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_DUPLICATE_POLICY, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
+  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_SCOPED_REGISTRATION, PORTCULLIS_STAGE_FAILED, PORTCULLIS_UNSUPPORTED_VERSION,
+  PORTCULLIS_WEBSOCKET_ALREADY_REGISTERED
 } from './errors.js'
 
 /**
@@ -26,6 +27,8 @@ export const kProtectedRoute = Symbol.for('portcullis.protected-route')
 const kRoute = kProtectedRoute
 const kUpgradable = Symbol('portcullis.upgradable')
 const kProtocol = Symbol('portcullis.protocol')
+/** Marks the HTTP server a policy serves: one policy per server (`Symbol.for`: ESM and CJS builds agree). */
+const kServerPolicy = Symbol.for('portcullis.server-policy')
 
 const defaults = Object.freeze({
   defaults: {} as PortcullisRoutePolicy,
@@ -44,6 +47,15 @@ const LOG_LEVELS = ['error', 'warn', 'info', 'debug']
 
 async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): Promise<void> {
   validateOptions(opts)
+  // Two policies would mean two @fastify/websocket upgrade listeners on one server.
+  const server = fastify.server as unknown as { [kServerPolicy]?: string }
+  if (server[kServerPolicy] !== undefined) throw new PORTCULLIS_DUPLICATE_POLICY(server[kServerPolicy])
+  // An app's own @fastify/websocket would see every route before us (its onRoute captures the
+  // handler first) and answer the client's first subprotocol: the routes would run unprotected.
+  if (fastify.hasDecorator('websocketServer') || fastify.hasPlugin('@fastify/websocket')) {
+    throw new PORTCULLIS_WEBSOCKET_ALREADY_REGISTERED(`(in the context ${contextName(fastify)})`)
+  }
+  server[kServerPolicy] = contextName(fastify)
   const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
   const audit = options.audit
   const logLevel = options.denialLogLevel
@@ -103,7 +115,32 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
   }
 
-  fastify.decorate('wsPolicy', policy)
+  // Scoping model: ONE policy for the context it is registered in and every context below it.
+  // A stage or transport applies to every route of that tree, so adding one from an encapsulated
+  // child (which would silently guard its siblings too) is refused, naming both contexts. The
+  // getter hands that child a view whose registration methods say so; everything else is shared.
+  const owner = fastify
+  const views = new WeakMap<FastifyInstance, PortcullisPolicy>()
+  function scopedView (instance: FastifyInstance): PortcullisPolicy {
+    let view = views.get(instance)
+    if (view === undefined) {
+      const refuse = (what: string): never => {
+        throw new PORTCULLIS_SCOPED_REGISTRATION(what, contextName(instance), contextName(owner))
+      }
+      view = Object.freeze({
+        ...policy,
+        addStage: (stage) => refuse(`stage "${String(stage?.name)}"`),
+        addTransport: (transport) => refuse(`transport "${String(transport?.name)}"`)
+      } satisfies PortcullisPolicy)
+      views.set(instance, view)
+    }
+    return view
+  }
+  fastify.decorate('wsPolicy', {
+    getter (this: FastifyInstance) {
+      return this === owner ? policy : scopedView(this)
+    }
+  })
   fastify.decorateRequest('portcullis', null)
 
   // Before @fastify/websocket registers: its onRoute hook captures the route handler, so ours
@@ -159,8 +196,17 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
 
   // After @fastify/websocket's onRequest (which sets request.ws): an upgrade that reaches a route
   // Portcullis does not protect is refused with a 4xx instead of being upgraded and then closed.
+  // Fastify's onRoute is not retroactive, so a WebSocket route declared before this plugin is
+  // invisible at startup: the first upgrade to such a route logs, once per route, what to fix.
+  const warnedStray = new Set<string>()
   fastify.addHook('onRequest', function portcullisRefuseStrayUpgrade (request, reply, done) {
     if (request.ws && !request.is404 && !isWebSocketRoute(request)) {
+      const url = request.routeOptions.url ?? ''
+      if (!warnedStray.has(url)) {
+        warnedStray.add(url)
+        request.log.warn({ portcullis: { code: 'PORTCULLIS_NOT_A_WEBSOCKET_ROUTE', route: url } },
+          `portcullis: a WebSocket upgrade reached ${url}, which Portcullis does not protect; if it is a WebSocket route, it was declared before @portcullis/policy was registered (or outside its context): register the Portcullis plugins before your routes`)
+      }
       replyDenial(reply, denialOf(new PORTCULLIS_NOT_A_WEBSOCKET_ROUTE()))
       return
     }
@@ -288,6 +334,11 @@ function joinProtocols (request: FastifyRequest): string | undefined {
 
 function isPromise<T> (v: T | Promise<T>): v is Promise<T> {
   return typeof (v as Promise<T>).then === 'function'
+}
+
+/** How errors name an encapsulated context: by its route prefix, what users wrote. */
+function contextName (instance: FastifyInstance): string {
+  return `"${instance.prefix === '' ? '/' : instance.prefix}"`
 }
 
 function toArray<T> (v: T | T[] | undefined): T[] {

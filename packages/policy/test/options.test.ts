@@ -64,7 +64,7 @@ t.test('a stage added after a route is refused: plugins must come before routes'
   app.get('/chat', { websocket: true, wsPolicy: { origin: false } }, () => {})
   t.throws(() => app.wsPolicy.addStage(testOriginStage), {
     code: 'PORTCULLIS_LATE_REGISTRATION',
-    message: 'stage "test-origin" was added after route /chat was registered: register every Portcullis plugin before your routes'
+    message: 'stage "test-origin" was added after route /chat was registered: register every Portcullis plugin before your routes (routes of every encapsulated context share the one policy)'
   })
 })
 
