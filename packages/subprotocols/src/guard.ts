@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger } from 'fastify'
 import type { ConnectionGuard, ConnectionGuardFactory, PortcullisSocket, Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition } from './types.js'
 
@@ -104,14 +105,18 @@ class ProtocolGuard implements ConnectionGuard {
   readonly #maxBytes: number
   readonly #bucket: TokenBucket | undefined
   readonly #inspector: MessageInspector | undefined
+  readonly #protocol: string | undefined
+  readonly #log: FastifyBaseLogger
 
-  constructor (plan: GuardPlan, inspector: MessageInspector | undefined) {
+  constructor (plan: GuardPlan, inspector: MessageInspector | undefined, log: FastifyBaseLogger) {
     this.#text = plan.text
     this.#binary = plan.binary
     this.#maxBytes = plan.limits.maxMessageBytes
     const rate = plan.limits.rate
     this.#bucket = rate === undefined ? undefined : new TokenBucket(rate.messagesPerSecond, rate.burst, performance.now())
     this.#inspector = inspector
+    this.#protocol = plan.protocol
+    this.#log = log
   }
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
@@ -121,12 +126,21 @@ class ProtocolGuard implements ConnectionGuard {
     if (exceeds(data, this.#maxBytes)) return Violations.MESSAGE_TOO_BIG
     if (this.#bucket !== undefined && !this.#bucket.take(performance.now())) return Violations.RATE_LIMITED
     if (this.#inspector === undefined) return undefined
+    // an inspector (and an app's hook inside it, e.g. the STOMP ACL) that throws is caught by
+    // the core, which closes the connection with 1011 'inspection failed' and logs it
     const v = this.#inspector.message(data, isBinary)
     return v === undefined ? undefined : usable(v)
   }
 
   close (): void {
-    this.#inspector?.close?.()
+    if (this.#inspector?.close === undefined) return
+    // app code, run from the connection's close event: a throw must neither escape into the
+    // server nor keep the connection's other close listeners from running
+    try {
+      this.#inspector.close()
+    } catch (err) {
+      this.#log.error({ err, portcullis: { protocol: this.#protocol } }, 'portcullis: subprotocol inspector failed to close')
+    }
   }
 }
 
@@ -158,7 +172,7 @@ export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
         return UNINSPECTABLE
       }
     }
-    return new ProtocolGuard(plan, inspector)
+    return new ProtocolGuard(plan, inspector, log)
   }
 }
 
