@@ -111,7 +111,9 @@ t.test('an attacker page on another origin, in the victim\'s browser, is denied 
 
   t.same(results.websocket, { opened: false, code: 1006 }, 'the WebSocket never opens (refused before the handshake)')
   t.same(results.corsOpen, { error: 'TypeError' }, 'the credentialed JSON fetch dies at the CORS preflight')
-  t.equal(results.plainOpen.type, 'opaque', 'the text/plain open went out (opaque answer)...')
+  // the text/plain open goes out; its answer carries Cross-Origin-Resource-Policy: same-origin
+  // (helmet), so the browser withholds even the opaque response from the attacker's page
+  t.same(results.plainOpen, { error: 'TypeError' }, 'the text/plain open went out, and CORP kept even its opaque answer from the page...')
   t.equal(results.formOpen, 'submitted', 'the form posts went out...')
   t.equal(results.formSend, 'submitted')
 
@@ -120,6 +122,7 @@ t.test('an attacker page on another origin, in the victim\'s browser, is denied 
   t.equal(upgrade?.status, 403, 'the upgrade was answered 403')
   const posts = seen.filter((r) => r.method === 'POST')
   t.ok(posts.length >= 4, `the server saw the attacker's POSTs (${posts.length})`)
+  t.ok(posts.filter((r) => r.url === '/chat/_lp/open').length >= 2, 'including the text/plain and the form opens')
   for (const r of posts) t.ok(r.status >= 400, `${r.method} ${r.url} refused with ${r.status}`)
   for (const r of seen) t.notOk(r.acao, `${r.method} ${r.url}: no Access-Control-Allow-Origin for the attacker`)
   t.equal(chat.app.wsPolicy.stats().connections, 1, 'the only live connection is the victim\'s own')

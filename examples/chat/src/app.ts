@@ -9,17 +9,32 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fastifyCookie from '@fastify/cookie'
+import fastifyHelmet from '@fastify/helmet'
+import fastifyStatic from '@fastify/static'
+import fastifyRateLimit from '@fastify/rate-limit'
 import portcullis from '@portcullis/policy'
-import originGuard from '@portcullis/origin-guard'
+import originGuard, { requireAllowedOrigin, selfOrigin } from '@portcullis/origin-guard'
 import cookieSession from '@portcullis/cookie-session'
 import subprotocols, { json } from '@portcullis/subprotocols'
 import fallback from '@portcullis/fallback'
 import fallbackRedis from '@portcullis/fallback-redis'
 import { MAX_MESSAGE_BYTES, MAX_TEXT_CHARS, PROTOCOL, Room, parseSay } from './room.js'
 import { memoryShared, redisShared, type Shared } from './shared.js'
+import { LoginBackoff, type LoginBackoffOptions } from './login-backoff.js'
+
+declare module 'fastify' {
+  // @fastify/rate-limit adds an optional `rateLimit` to every route's config type, which makes
+  // that interface a "weak type" (all-optional): TypeScript then refuses a config object holding
+  // only symbol keys, as @portcullis/fallback's endpoints carry, when the whole repository is
+  // compiled as one program. Declaring that symbol keys belong there keeps both well-typed.
+  interface FastifyContextConfig {
+    [key: symbol]: unknown
+  }
+}
 
 export interface ChatOptions {
   /** Origins allowed to open the chat and to log in (`self` = the server's own origin). Default `['self']`. */
@@ -46,6 +61,16 @@ export interface ChatOptions {
   clientBundle?: Buffer
   /** Session lifetime. Default 8 hours. */
   sessionTtlMs?: number
+  /**
+   * Per-address limit on `POST /login` (@fastify/rate-limit, keyed by `request.ip`): `max`
+   * attempts per `timeWindowMs`, then 429 with `Retry-After`. Default 10 per minute.
+   */
+  loginRateLimit?: { max?: number, timeWindowMs?: number }
+  /**
+   * Backoff on repeated failed logins for one account, from any address (429 `LOGIN_BACKOFF`
+   * with `Retry-After`). Default: 3 free failures, then 1 s doubling up to 5 minutes.
+   */
+  loginBackoff?: LoginBackoffOptions
 }
 
 /** Demo accounts. Passwords compared in constant time; a real app would hash them. */
@@ -62,7 +87,11 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
   const secure = opts.https !== undefined
   // RFC 6265bis §4.1.3.2: a `__Host-` cookie is Secure, host-only and path=/ — nobody can toss one in.
   const cookieName = secure ? '__Host-chat' : 'chat'
-  const files = loadStaticFiles(opts.clientBundle)
+  const clientJs = loadClientBundle(opts.clientBundle)
+  const loginLimit = { max: opts.loginRateLimit?.max ?? 10, timeWindow: opts.loginRateLimit?.timeWindowMs ?? 60_000 }
+  if (!Number.isInteger(loginLimit.max) || loginLimit.max < 1) throw new TypeError('loginRateLimit.max must be a whole number ≥ 1')
+  if (!Number.isInteger(loginLimit.timeWindow) || loginLimit.timeWindow < 1) throw new TypeError('loginRateLimit.timeWindowMs must be a whole number ≥ 1')
+  const backoff = new LoginBackoff(opts.loginBackoff)
 
   const app = Fastify({ logger: opts.logger ?? true, ...(opts.https !== undefined ? { https: opts.https } : {}) })
 
@@ -83,6 +112,32 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
       done()
     })
   }
+
+  // Security headers for everything the app serves (the page, its files, the JSON routes and the
+  // fallback's responses, which set their own Cache-Control: no-store and nosniff on top).
+  await app.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'none'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'"],
+        // the page talks to its own origin only, over http(s) (login, the fallback) and ws(s)
+        connectSrc: [(req: IncomingMessage) => ownOrigin(req, secure ? 'https' : 'http'), (req: IncomingMessage) => ownOrigin(req, secure ? 'wss' : 'ws')],
+        baseUri: ["'none'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"]
+      }
+    },
+    // HSTS only where it means something: a browser ignores it over plain http (RFC 6797 §8.1)
+    strictTransportSecurity: secure ? { maxAge: 31_536_000, includeSubDomains: false } : false,
+    referrerPolicy: { policy: 'no-referrer' },
+    xFrameOptions: { action: 'deny' },
+    crossOriginOpenerPolicy: { policy: 'same-origin' },
+    crossOriginResourcePolicy: { policy: 'same-origin' }
+  })
+  await app.register(fastifyRateLimit, { global: false })
 
   await app.register(originGuard, { allow: allowedOrigins })
   await app.register(fastifyCookie, { secret: opts.sessionSecret })
@@ -134,7 +189,19 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     room.join(socket, user)
   })
 
+  // Login and logout are state-changing POSTs riding the cookie: the origin guard's own allowlist
+  // and decision refuse them from other origins (CSRF), exactly as it refuses the sockets. A
+  // client without Origin (curl) is not a browser riding a victim's cookie: let it in.
+  const sameAllowlist = requireAllowedOrigin({ missing: 'allow' })
+
   app.post('/login', {
+    config: {
+      rateLimit: {
+        ...loginLimit,
+        errorResponseBuilder: (_request: FastifyRequest, context: { after: string, statusCode: number }) => rateLimited(context)
+      }
+    },
+    preHandler: sameAllowlist,
     schema: {
       body: {
         type: 'object',
@@ -144,9 +211,17 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
       }
     }
   }, async function login (request, reply) {
-    if (!originAllowed(request)) return reply.code(403).send({ code: 'ORIGIN_NOT_ALLOWED', message: 'Origin not allowed' })
     const { user, password } = request.body as { user: string, password: string }
-    if (!checkPassword(user, password)) return reply.code(401).send({ code: 'LOGIN_FAILED', message: 'Unknown user or wrong password' })
+    // refused before the password is checked: a guess made during the wait tells nothing
+    const wait = backoff.wait(user)
+    if (wait > 0) return tooSoon(reply, wait)
+    if (!checkPassword(user, password)) {
+      const next = backoff.fail(user)
+      reply.code(401)
+      if (next > 0) reply.header('retry-after', String(Math.ceil(next / 1000)))
+      return { code: 'LOGIN_FAILED', message: 'Unknown user or wrong password' }
+    }
+    backoff.succeed(user)
     // A new id on every login (no session fixation); the old session, if any, ends.
     await endSession(request, 'logged in again')
     const id = randomBytes(24).toString('base64url')
@@ -155,8 +230,7 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     return { user }
   })
 
-  app.post('/logout', async function logout (request, reply) {
-    if (!originAllowed(request)) return reply.code(403).send({ code: 'ORIGIN_NOT_ALLOWED', message: 'Origin not allowed' })
+  app.post('/logout', { preHandler: sameAllowlist }, async function logout (request, reply) {
     const closed = await endSession(request, 'session revoked')
     reply.clearCookie(cookieName, { path: '/', secure, sameSite: 'lax', httpOnly: true })
     return { closed }
@@ -169,12 +243,20 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     return { user: s.user }
   })
 
-  for (const [path, file] of Object.entries(files)) {
-    app.get(path, function staticFile (request, reply) {
-      securityHeaders(request, reply)
-      reply.type(file.type).send(file.body)
-    })
-  }
+  // the page, its script and style, the favicon: revalidated on every load (ETag), so a new
+  // version of the page is never mixed with an old script
+  await app.register(fastifyStatic, {
+    root: publicDir,
+    index: ['index.html'],
+    cacheControl: false,
+    setHeaders (reply) { reply.header('cache-control', 'no-cache') }
+  })
+  app.get('/favicon.ico', function faviconIco (_request, reply) {
+    return reply.redirect('/favicon.svg', 301)
+  })
+  app.get('/client.js', function clientBundle (_request, reply) {
+    return reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(clientJs)
+  })
 
   function sessionIdOf (request: FastifyRequest): string | undefined {
     const raw = request.cookies[cookieName]
@@ -189,14 +271,6 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
     await shared.deleteSession(id)
     // closes its live connections on both doors with 4001 (on every node, with Redis)
     return app.portcullisSessions.revoke(id, reason)
-  }
-
-  // Login and logout are state-changing POSTs: refuse them from other origins (CSRF). Browsers
-  // send Origin on every POST; a client without one (curl) is not a browser riding a cookie.
-  function originAllowed (request: FastifyRequest): boolean {
-    const origin = request.headers.origin
-    if (origin === undefined) return true
-    return allowedOrigins.some((o) => o === 'self' ? origin === `${request.protocol}://${request.host}` : o === origin)
   }
 
   return app
@@ -214,36 +288,35 @@ function checkPassword (user: string, password: string): boolean {
   return expected !== undefined && a.length === b.length && timingSafeEqual(a, b)
 }
 
-interface StaticFile {
-  type: string
-  body: Buffer
-}
-
-function loadStaticFiles (bundle: Buffer | undefined): Record<string, StaticFile> {
-  let client = bundle
-  if (client === undefined) {
-    try {
-      client = readFileSync(fileURLToPath(import.meta.resolve('@portcullis/client/browser')))
-    } catch {
-      throw new Error('the client bundle is missing: run `node packages/client/scripts/bundle.mjs` (the start script does)')
-    }
-  }
-  return {
-    '/': { type: 'text/html; charset=utf-8', body: readFileSync(publicDir + 'index.html') },
-    '/app.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(publicDir + 'app.js') },
-    '/style.css': { type: 'text/css; charset=utf-8', body: readFileSync(publicDir + 'style.css') },
-    '/client.js': { type: 'text/javascript; charset=utf-8', body: client }
+function loadClientBundle (bundle: Buffer | undefined): Buffer {
+  if (bundle !== undefined) return bundle
+  try {
+    return readFileSync(fileURLToPath(import.meta.resolve('@portcullis/client/browser')))
+  } catch {
+    throw new Error('the client bundle is missing: run `node packages/client/scripts/bundle.mjs` (the start script does)')
   }
 }
 
-function securityHeaders (request: FastifyRequest, reply: FastifyReply): void {
-  const ws = request.protocol === 'https' ? 'wss' : 'ws'
-  reply.header('content-security-policy',
-    `default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self' ${ws}://${request.host}; ` +
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-  reply.header('x-content-type-options', 'nosniff')
-  reply.header('referrer-policy', 'no-referrer')
-  reply.header('cache-control', 'no-store')
+/**
+ * The page's own origin for its CSP, in `scheme` (http/https, ws/wss), from the request's Host.
+ * The Host is the one the browser used to load the page; it is parsed as an origin first, so a
+ * crafted Host cannot inject a directive, and an unparsable one falls back to `'self'`.
+ */
+function ownOrigin (req: IncomingMessage, scheme: string): string {
+  return selfOrigin(scheme, req.headers.host) ?? "'self'"
+}
+
+function rateLimited (context: { after: string, statusCode: number }): Error {
+  const err = new Error(`Too many login attempts from this address: try again in ${context.after}`) as Error & { statusCode: number, code: string }
+  err.statusCode = context.statusCode
+  err.code = context.statusCode === 429 ? 'LOGIN_RATE_LIMITED' : 'LOGIN_BANNED'
+  return err
+}
+
+function tooSoon (reply: FastifyReply, waitMs: number): FastifyReply {
+  const seconds = Math.ceil(waitMs / 1000)
+  return reply.code(429).header('retry-after', String(seconds))
+    .send({ code: 'LOGIN_BACKOFF', message: `Too many failed attempts for this account: try again in ${seconds} s` })
 }
 
 export { parseSay }
