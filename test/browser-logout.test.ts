@@ -1,5 +1,5 @@
 import t from 'tap'
-import { launchBrowser, newContext, openChat, openLoggedIn, startChat, transportOf, waitForState } from './helpers/browser.js'
+import { launchBrowser, newContext, noticeOf, openChat, openLoggedIn, startChat, transportOf, waitForState } from './helpers/browser.js'
 
 const browser = await launchBrowser(t)
 
@@ -17,8 +17,16 @@ for (const refuseUpgrades of [false, true]) {
     await tabA.click('#logout')
     await waitForState(tabB, 'closed')
     t.equal(await tabB.textContent('#close-reason'), '4001 session revoked', 'the other tab shows the revocation')
-    await waitForState(tabA, 'closed')
-    t.equal(await tabA.textContent('#close-reason'), '4001 session revoked', 'and so does the tab that logged out')
+    t.same(await noticeOf(tabB), {
+      text: 'You were logged out, in another tab or window. Log in again to keep chatting.', tone: 'neutral', detail: '4001 session revoked'
+    }, 'in a sentence, not as an error')
+    // the tab that logged out was closed by the server with 4001 too, and says so neutrally
+    // (a user's own logout is not a failure: no red "closed: 4001")
+    await waitForState(tabA, 'logged out')
+    t.equal(await tabA.getAttribute('body', 'data-close-code'), '4001', 'and so was the tab that logged out')
+    t.same(await noticeOf(tabA), { text: 'You logged out.', tone: 'neutral', detail: '' }, 'which reads "You logged out"')
+    t.equal(await tabA.inputValue('#password'), '', 'its password field is empty')
+    t.ok(await tabA.isVisible('#login-form'), 'the tab that logged out is at the login form')
     t.ok(await tabB.isVisible('#login-form'), 'the other tab is back at the login form')
     t.equal(chat.app.wsPolicy.stats().connections, 0, 'no live connection left on the server')
 

@@ -110,8 +110,18 @@ export async function waitForLines (page: Page, n: number): Promise<string[]> {
   return lines(page)
 }
 
+/** The transport the page's badge shows, as the client names it (`websocket`, `long-poll`, ...). */
 export async function transportOf (page: Page): Promise<string> {
-  return (await page.textContent('#transport')) ?? ''
+  return (await page.getAttribute('#transport', 'data-transport')) ?? ''
+}
+
+/** The page's notice: its sentence, its tone and the close code/reason shown as a detail. */
+export async function noticeOf (page: Page): Promise<{ text: string, tone: string, detail: string }> {
+  return page.evaluate(() => ({
+    text: document.getElementById('notice-text')?.textContent ?? '',
+    tone: document.getElementById('notice')?.dataset.tone ?? '',
+    detail: document.getElementById('close-reason')?.textContent ?? ''
+  }))
 }
 
 /** Save a screenshot under test/artifacts/ (gitignored) and return its path. */
