@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { parse as parseQueryString } from 'node:querystring'
 import fp from 'fastify-plugin'
 import {
   CloseCodes, denialOf, kProtectedRoute, replyDenial,
@@ -7,7 +8,7 @@ import {
 import type { FallbackLimits, FallbackOptions, FallbackRouteOption } from './types.js'
 import { MemoryStore, type FallbackStore, type OutboundFrame, type ReadResult, type SessionRecord, type WakeReason } from './store.js'
 import { LongPollSocket, kClientClose, kFail, kReceive, kSettled } from './socket.js'
-import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseSendBody } from './wire.js'
+import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseOpenQuery, parseSendBody } from './wire.js'
 import { atMost, timedStore } from './timed-store.js'
 import {
   PORTCULLIS_FALLBACK_BAD_ACK, PORTCULLIS_FALLBACK_BAD_REQUEST, PORTCULLIS_FALLBACK_BODY_TOO_LARGE,
@@ -38,12 +39,15 @@ const defaults = Object.freeze({
   maxSessionsPerIp: 64,
   maxSessions: 10_000,
   maxPendingPollsPerIp: 64,
-  storeTimeoutMs: 15_000
+  storeTimeoutMs: 15_000,
+  // Fastify's default parser (fast-querystring) and Node's agree: repeated keys make arrays,
+  // `+` is a space, percent-escapes are decoded
+  querystringParser: parseQueryString as (query: string) => Record<string, unknown>
 })
 
 type Limits = Required<FallbackLimits>
 /** Options of the whole plugin, not per-route limits. */
-const PLUGIN_KEYS = new Set(['maxPendingPollsPerIp', 'storeTimeoutMs'])
+const PLUGIN_KEYS = new Set(['maxPendingPollsPerIp', 'storeTimeoutMs', 'querystringParser'])
 const LIMIT_KEYS = Object.freeze(Object.keys(defaults).filter(k => !PLUGIN_KEYS.has(k))) as ReadonlyArray<keyof Limits>
 /** The close of a session whose socket a store failure ended (what its handler saw, too). */
 const LOST_CLOSE = Object.freeze({ code: CloseCodes.INTERNAL_ERROR, reason: 'internal error' })
@@ -88,7 +92,7 @@ declare module 'fastify' {
 async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptions): Promise<void> {
   validateOptions(opts)
   // an option given as undefined keeps its default (never a cap of `undefined`, which no count reaches)
-  const { store: givenStore, maxPendingPollsPerIp, storeTimeoutMs, ...limitOpts } = { ...defaults, ...definedOnly(opts) }
+  const { store: givenStore, maxPendingPollsPerIp, storeTimeoutMs, querystringParser, ...limitOpts } = { ...defaults, ...definedOnly(opts) }
   const base: Limits = Object.freeze(pickLimits(limitOpts))
   const rawStore: FallbackStore = givenStore ?? new MemoryStore()
   /** The plugin's only view of the store: every call bounded by `storeTimeoutMs` (timed-store.ts). */
@@ -183,8 +187,10 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
 
     async function openHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
       let offered: string | undefined
+      let query: string | undefined
       try {
         offered = parseOpenBody(request.body)
+        query = parseOpenQuery(request.body as Record<string, unknown>)
       } catch (err) {
         return badRequest(reply, err)
       }
@@ -226,6 +232,9 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       })
       sockets.set(sid, socket)
       request.portcullis = { transport: 'long-poll', state }
+      // The WebSocket URL's query came in the body (a fallback URL never has one, §2.1): the
+      // handler reads it where it reads it on the WebSocket door, as `request.query`.
+      if (query !== undefined) (request as { query: unknown }).query = querystringParser(query)
       // a guard factory that throws: the core closed the socket with 1011, the handler never runs
       if (policy.attach(socket, state, request.log, route.url) !== false) runHandler(this, route, socket, request)
       noStore(reply)
@@ -550,7 +559,7 @@ function compileRoute (value: FallbackRouteOption | undefined, base: Limits): Li
 function validateOptions (opts: FallbackOptions): void {
   const err = (m: string): Error => new PORTCULLIS_FALLBACK_INVALID_OPTION(m)
   if (opts === null || typeof opts !== 'object') throw err('options must be an object')
-  const { store, maxPendingPollsPerIp, storeTimeoutMs, ...rest } = opts
+  const { store, maxPendingPollsPerIp, storeTimeoutMs, querystringParser, ...rest } = opts
   if (store !== undefined) {
     const methods = ['start', 'stop', 'create', 'get', 'touch', 'destroy', 'pushOutbound', 'closeOutbound', 'readOutbound', 'watch', 'pushInbound', 'pushClientClose', 'publishRevocation'] as const
     if (store === null || typeof store !== 'object') throw err('store must implement FallbackStore')
@@ -558,6 +567,7 @@ function validateOptions (opts: FallbackOptions): void {
     if (typeof store.nodeId !== 'string' || store.nodeId.length === 0) throw err('store.nodeId must be a non-empty string')
   }
   if (maxPendingPollsPerIp !== undefined && (!Number.isSafeInteger(maxPendingPollsPerIp) || maxPendingPollsPerIp < 1)) throw err('maxPendingPollsPerIp must be an integer ≥ 1')
+  if (querystringParser !== undefined && typeof querystringParser !== 'function') throw err('querystringParser must be a function (query: string) => object')
   if (storeTimeoutMs !== undefined && (!Number.isSafeInteger(storeTimeoutMs) || storeTimeoutMs < 1 || storeTimeoutMs > MAX_TIMER)) throw err(`storeTimeoutMs must be an integer ≥ 1 and ≤ ${MAX_TIMER}`)
   checkLimits(definedOnly(rest) as Record<string, unknown>, '', err)
   checkTimeouts({ ...defaults, ...definedOnly(rest) } as Limits, err)
@@ -576,4 +586,4 @@ export { MemoryStore } from './store.js'
 export type * from './store.js'
 export type * from './types.js'
 export * as errors from './errors.js'
-export { parseAck, parseSendBody, parseCloseBody, parseOpenBody, isJsonContentType, checkBase64, isSid, isValidCloseCode } from './wire.js'
+export { parseAck, parseSendBody, parseCloseBody, parseOpenBody, parseOpenQuery, isJsonContentType, checkBase64, isSid, isValidCloseCode } from './wire.js'

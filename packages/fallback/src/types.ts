@@ -51,6 +51,13 @@ export interface FallbackOptions extends FallbackLimits {
    * so a Redis store's 503 comes first.
    */
   storeTimeoutMs?: number
+  /**
+   * Parses the WebSocket URL's query string, which the client carries in the `open` body, into
+   * the handler's `request.query` (so a handler reads `request.query` on both doors). Give the
+   * same function as Fastify's `routerOptions.querystringParser` if you set one. Default Node's
+   * `querystring.parse`, which agrees with Fastify's default parser.
+   */
+  querystringParser?: (query: string) => Record<string, unknown>
 }
 
 declare module '@portcullis/policy' {

@@ -21,6 +21,13 @@ export const MAX_PROTOCOL_LENGTH = 8192
 /** Close reasons are at most 123 UTF-8 bytes (RFC 6455 §5.5: 125-byte control payload − 2-byte code). */
 export const MAX_CLOSE_REASON_BYTES = 123
 
+/**
+ * The WebSocket URL's query string, carried in the `open` body (never in a fallback URL, §2.1):
+ * at most this many characters, each a printable ASCII character other than `#` — what a request
+ * line can carry once the WHATWG URL serializer has percent-encoded the rest.
+ */
+export const MAX_QUERY_LENGTH = 8192
+
 /** Ack and seq values: safe integers; the header form is at most 15 digits. */
 const MAX_ACK_DIGITS = 15
 
@@ -125,10 +132,10 @@ function onlyKeys (o: Record<string, unknown>, allowed: readonly string[], what:
   }
 }
 
-/** `open` body: `{ protocols?: string[] }`. Returns the offered list, as a header would join it. */
+/** `open` body: `{ protocols?: string[], query?: string }`. Returns the offered list, as a header would join it. */
 export function parseOpenBody (body: unknown): string | undefined {
   if (!isPlainObject(body)) throw new SyntaxError('open: body must be an object')
-  onlyKeys(body, ['protocols'], 'open')
+  onlyKeys(body, ['protocols', 'query'], 'open')
   const list = body.protocols
   if (list === undefined) return undefined
   if (!Array.isArray(list)) throw new SyntaxError('open: protocols must be an array')
@@ -139,6 +146,23 @@ export function parseOpenBody (body: unknown): string | undefined {
     if (typeof list[i] !== 'string' || list[i].length > MAX_PROTOCOL_LENGTH) throw new SyntaxError(`open: protocols[${i}] must be a string of at most ${MAX_PROTOCOL_LENGTH} characters`)
   }
   return list.length === 0 ? undefined : list.join(', ')
+}
+
+/**
+ * The `query` of an `open` body (call after `parseOpenBody`): the WebSocket URL's query string
+ * without its `?`, as the client would have put it in the upgrade's request line. `undefined`
+ * when absent or empty.
+ */
+export function parseOpenQuery (body: Record<string, unknown>): string | undefined {
+  const q = body.query
+  if (q === undefined) return undefined
+  if (typeof q !== 'string' || q.length > MAX_QUERY_LENGTH) throw new SyntaxError(`open: query must be a string of at most ${MAX_QUERY_LENGTH} characters`)
+  for (let i = 0; i < q.length; i++) {
+    const c = q.charCodeAt(i)
+    // printable ASCII, no '#' (a fragment never reaches a server)
+    if (c < 0x21 || c > 0x7e || c === 0x23) throw new SyntaxError(`open: query: invalid character at index ${i}`)
+  }
+  return q.length === 0 ? undefined : q
 }
 
 /** `send` body: `{ seq, messages: [{ text } | { binary }] }`. Returns the numbered frames. */
