@@ -24,9 +24,26 @@ interface Outgoing {
 interface Answer {
   status: number
   body: Record<string, any>
+  /** `Retry-After` in ms (RFC 9110 §10.2.3), when the answer carried one. */
+  retryAfterMs: number | undefined
 }
 
+/** Network failures (no answer) retried before the link counts as dropped (1006). */
 const RETRIES = 3
+/**
+ * Answers that say "later" — 429, 5xx (a store away, a node restarting) — retried this many times,
+ * with backoff, before the socket closes (4429 or 1006, both transient: `reconnect` takes over).
+ */
+const TRANSIENT_RETRIES = 6
+/** Consecutive 409 answers to a send before the session counts as broken (1006). */
+const GAP_RETRIES = 8
+/** Backoff: first delay, and cap (jittered between half and all of it). */
+const BACKOFF_MIN_MS = 250
+const BACKOFF_MAX_MS = 5000
+/** A server's `Retry-After` is honoured up to this. */
+const RETRY_AFTER_CAP_MS = 30_000
+/** The server's hold before `open` answers with its own (PROTOCOL.md §4). */
+const DEFAULT_POLL_TIMEOUT_MS = 25_000
 
 /**
  * The client half of the Portcullis long-poll fallback (wire protocol: packages/fallback/PROTOCOL.md).
@@ -39,9 +56,16 @@ const RETRIES = 3
 export function openLongPoll (url: string, protocols: string[], o: PortcullisSocketOptions, sink: Sink): Conn {
   const fetchImpl: FetchLike = o.fetch ?? ((globalThis as unknown as { fetch: FetchLike }).fetch)
   const u = new URL(url)
-  // No query string, ever (§2.1): nothing of ours may end up in a proxy's URL log.
+  // No query string in a fallback URL, ever (§2.1): nothing of ours may end up in a proxy's URL
+  // log. The WebSocket URL's own query travels in the open body, and the handler reads it as
+  // `request.query` on both doors (§4).
   const base = (u.protocol === 'wss:' ? 'https://' : 'http://') + u.host + u.pathname.replace(/\/$/, '') + '/_lp/'
+  const query = u.search.length > 1 ? u.search.slice(1) : undefined
   const abort = new AbortController()
+  // A request with no answer within the server's hold plus this margin is given up (a half-open
+  // connection never answers) and retried like a network failure.
+  const margin = o.pollTimeoutMarginMs ?? 10_000
+  let holdMs = DEFAULT_POLL_TIMEOUT_MS
   let sid = ''
   let protocol = ''
   let done = false
@@ -54,22 +78,37 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   let closing: [number | undefined, string] | undefined
   let closeSent = false
 
-  function request (path: string, body?: unknown, signal: AbortSignal | undefined = abort.signal, keepalive = false): Promise<Answer> {
+  function request (path: string, body?: unknown, linked: AbortSignal | undefined = abort.signal, keepalive = false): Promise<Answer> {
     const headers: Record<string, string> = { 'x-portcullis-fallback': '1', ...o.headers }
     if (body !== undefined) headers['content-type'] = 'application/json'
     if (sid !== '') headers['x-portcullis-sid'] = sid
     // poll/send/close repeat the negotiated protocol, so the policy sees the same request (§2.4)
     if (protocol !== '') headers['x-portcullis-protocol'] = protocol
     if (path === 'poll') headers['x-portcullis-ack'] = String(ack)
+    // this request's own signal: aborted by the socket's end, or by the deadline
+    const own = new AbortController()
+    const onEnd = (): void => own.abort()
+    linked?.addEventListener('abort', onEnd, { once: true })
+    const deadline = setTimeout(() => own.abort(), holdMs + margin)
+    const settle = (): void => {
+      clearTimeout(deadline)
+      linked?.removeEventListener('abort', onEnd)
+    }
     return fetchImpl(base + path, {
       method: body === undefined ? 'GET' : 'POST',
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: 'include',
       cache: 'no-store',
-      signal,
+      // a keepalive close outlives the page: no deadline of ours may cut it
+      signal: keepalive ? undefined : own.signal,
       keepalive
-    }).then(async (res) => ({ status: res.status, body: await res.json().then((b) => b ?? {}, () => ({})) }))
+    }).then(async (res) => ({
+      status: res.status,
+      // the body is read within the same deadline: a server that stalls mid-body is a dead link too
+      body: await res.json().then((b) => b ?? {}, () => ({})),
+      retryAfterMs: retryAfter(res.headers?.get('retry-after'))
+    })).finally(settle)
   }
 
   function finish (code: number, reason: string, wasClean: boolean): void {
@@ -100,19 +139,45 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     finish(4000 + a.status, typeof a.body.code === 'string' ? a.body.code : '', false)
   }
 
-  // Retry a request that failed on the network (not one the server answered) a few times.
+  // Wait, but wake at once when the socket ends.
+  function sleep (ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (abort.signal.aborted) return resolve()
+      const timer = setTimeout(wake, ms)
+      function wake (): void {
+        clearTimeout(timer)
+        abort.signal.removeEventListener('abort', wake)
+        resolve()
+      }
+      abort.signal.addEventListener('abort', wake, { once: true })
+    })
+  }
+
+  // Retry a request that failed on the network (no answer, or none within the deadline) a few
+  // times, and one the server answered with "later" (429, 5xx) a few more, with backoff,
+  // honouring Retry-After. A transient answer that outlasts its retries is returned: the caller
+  // closes with it (4429, 1006 — both transient, so `reconnect` takes over).
   async function withRetry (path: string, body?: () => unknown): Promise<Answer | undefined> {
-    for (let i = 0; ; i++) {
+    let failures = 0
+    let later = 0
+    for (;;) {
+      let a: Answer
       try {
-        return await request(path, body?.())
+        a = await request(path, body?.())
       } catch {
         if (done) return
-        if (i >= RETRIES) {
+        if (failures >= RETRIES) {
           finish(1006, '', false)
           return
         }
-        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** i))
+        await sleep(backoff(failures++))
+        if (done) return
+        continue
       }
+      if (done || !isTransientStatus(a.status) || later >= TRANSIENT_RETRIES) return a
+      await sleep(a.retryAfterMs ?? backoff(later))
+      later++
+      if (done) return
     }
   }
 
@@ -147,6 +212,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   async function flush (): Promise<void> {
     if (sending || sid === '' || done) return
     sending = true
+    let gaps = 0
     while (outbox.length > 0) {
       // within the server's limits (§4): message count, and body bytes (one message at least)
       let n = 1
@@ -156,9 +222,18 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
       if (a === undefined || isDone()) break
       if (a.status === 409 && typeof a.body.ack === 'number') {
         // A gap: resend from the server's ack + 1 (our outbox still holds everything above it).
+        // Once is normal (a send lost before the server saw it); a run means we and the server
+        // disagree, so back off, and past a bound give the session up as broken.
         trim(a.body.ack)
+        if (++gaps > GAP_RETRIES) {
+          finish(1006, '', false)
+          break
+        }
+        if (gaps > 1) await sleep(backoff(gaps - 2))
+        if (isDone()) break
         continue
       }
+      gaps = 0
       if (a.status !== 200) {
         refused(a)
         break
@@ -179,10 +254,11 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     request('close', code === undefined ? {} : { code, reason }, undefined).then(end, end)
   }
 
-  request('open', { protocols }).then((a) => {
-    if (done) return
+  withRetry('open', () => query === undefined ? { protocols } : { protocols, query }).then((a) => {
+    if (a === undefined || done) return
     if (a.status !== 200 || typeof a.body.sid !== 'string') return refused(a)
     sid = a.body.sid
+    if (typeof a.body.pollTimeoutMs === 'number' && a.body.pollTimeoutMs > 0) holdMs = a.body.pollTimeoutMs
     if (typeof a.body.protocol === 'string') protocol = a.body.protocol
     if (typeof a.body.maxMessagesPerRequest === 'number') batchMax = a.body.maxMessagesPerRequest
     if (typeof a.body.maxBodyBytes === 'number') bodyMax = a.body.maxBodyBytes
@@ -210,6 +286,33 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     },
     buffered: () => outbox.reduce((n, m) => n + m.size, 0)
   }
+}
+
+/** 429 and 5xx: the server (or something before it) says "not now", not "no". */
+function isTransientStatus (status: number): boolean {
+  return status === 429 || status >= 500
+}
+
+/** Exponential, jittered: 250 ms, 500 ms, 1 s, ... capped at 5 s. */
+function backoff (attempt: number): number {
+  return Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.5 + Math.random() / 2)
+}
+
+/** `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, in ms, capped; `undefined` when absent or unreadable. */
+export function retryAfter (h: string | null | undefined): number | undefined {
+  if (h === null || h === undefined || h.length === 0 || h.length > 64) return undefined
+  let ms: number
+  if (/^[0-9]+$/.test(h)) {
+    ms = Number(h) * 1000
+  } else {
+    // an HTTP-date starts with the day name (RFC 9110 §5.6.7); anything else is not one
+    const c = h.charCodeAt(0) | 0x20
+    if (c < 0x61 || c > 0x7a) return undefined
+    const at = Date.parse(h)
+    if (Number.isNaN(at)) return undefined
+    ms = at - Date.now()
+  }
+  return Math.min(Math.max(ms, 0), RETRY_AFTER_CAP_MS)
 }
 
 function toBase64 (data: ArrayBuffer | ArrayBufferView): string {

@@ -31,7 +31,7 @@ export type FetchLike = (input: string, init: {
   cache: 'no-store'
   signal?: AbortSignal
   keepalive: boolean
-}) => Promise<{ status: number, ok: boolean, json: () => Promise<any> }>
+}) => Promise<{ status: number, ok: boolean, json: () => Promise<any>, headers?: { get: (name: string) => string | null } }>
 
 export interface ReconnectOptions {
   /** Attempts after a transient failure before giving up. Default `10`. */
@@ -77,4 +77,10 @@ export interface PortcullisSocketOptions {
    * every fallback request. Browsers send their own cookies and origin. Default none.
    */
   headers?: Record<string, string>
+  /**
+   * A long-poll request not answered within the server's `pollTimeoutMs` (from its `open`
+   * answer; 25 s before it) plus this margin is abandoned and retried, so a half-open connection
+   * (a NAT or proxy that dropped it silently) cannot hang the socket forever. Default `10000` ms.
+   */
+  pollTimeoutMarginMs?: number
 }

@@ -125,7 +125,7 @@ t.test('logout ends the session and closes its connections on both doors with 40
   t.equal((await nextClose(again)).code, 4401, 'the old cookie opens nothing any more')
 })
 
-t.test('with REDIS_URL, two nodes share the room, the sessions and the logout', async (t) => {
+t.test('two nodes on one Redis share the room, the sessions and the logout', async (t) => {
   const redis = await startRedis(t)
   const redisPrefix = `chat-test-${process.pid}-${Date.now()}:`
   const a = await chatNode(t, { redisUrl: redis.url, redisPrefix })

@@ -32,6 +32,8 @@ export interface EchoServer {
   counts: { upgrades: number, opens: number }
   /** Live server-side sockets, in connection order. */
   sockets: ServerSocket[]
+  /** `request.query` as each handler call saw it, with its door. */
+  queries: Array<{ transport: string, query: unknown }>
   /** Resolves with the next server-side socket. */
   nextSocket: () => Promise<ServerSocket>
 }
@@ -42,6 +44,7 @@ export async function echoServer (t: { teardown: (fn: () => unknown) => void }, 
   const app = Fastify()
   const counts = { upgrades: 0, opens: 0 }
   const sockets: ServerSocket[] = []
+  const queries: EchoServer['queries'] = []
   const waiting: Array<(s: ServerSocket) => void> = []
   const hung: Array<() => void> = []
   t.teardown(async () => {
@@ -77,8 +80,9 @@ export async function echoServer (t: { teardown: (fn: () => unknown) => void }, 
   await app.register(subprotocols, { protocols: { 'echo.v1': { dataTypes: 'both' } } })
   await app.register(fallback, { pollTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts.fallback })
 
-  app.get('/echo', { websocket: true, wsPolicy: { protocols: ['echo.v1'], fallback: true } }, function echo (socket) {
+  app.get('/echo', { websocket: true, wsPolicy: { protocols: ['echo.v1'], fallback: true } }, function echo (socket, request) {
     sockets.push(socket)
+    queries.push({ transport: request.portcullis?.transport ?? '', query: { ...(request.query as object) } })
     waiting.shift()?.(socket)
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       const text = isBinary ? undefined : data.toString()
@@ -96,6 +100,7 @@ export async function echoServer (t: { teardown: (fn: () => unknown) => void }, 
     origin,
     counts,
     sockets,
+    queries,
     nextSocket: () => new Promise((resolve) => waiting.push(resolve))
   }
 }
