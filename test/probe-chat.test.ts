@@ -4,10 +4,12 @@
  * report holds no secret, the bounds hold, and the chat serves a fresh client afterwards.
  */
 import t, { type Test } from 'tap'
+import { request as httpsRequest } from 'node:https'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { buildChat } from '../examples/chat/src/app.js'
 import { checkDefinitions, probe, type Report } from '@portcullis/probe'
+import { testTls } from './helpers/index.js'
 
 const ORIGIN = 'http://chat.test'
 
@@ -106,4 +108,27 @@ t.test('the request budget and the rate bound hold: past --max-requests the rest
   tt.ok(spent.length > 0, 'the checks past the budget are skipped and say so')
   tt.equal(report.findings, 0, 'a spent budget is not a finding')
   tt.equal((await sayAndHear(c)).text, 'still here')
+})
+
+t.test('a wss:// route over TLS (a private CA given as ca) passes every check on both doors', async (tt) => {
+  const { key, cert } = testTls()
+  const app = await buildChat({ sessionSecret: 'probe-tls-secret-0123456789abcdefghijkl', logger: false, clientBundle: Buffer.from(''), allowedOrigins: ['https://chat.test'], https: { key, cert } })
+  tt.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const cookie = await new Promise<string>((resolve, reject) => {
+    const body = JSON.stringify({ user: 'alice', password: 'demo' })
+    const req = httpsRequest({ host: '127.0.0.1', port, path: '/login', method: 'POST', ca: cert, headers: { 'content-type': 'application/json', origin: 'https://chat.test', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      res.resume()
+      resolve(String(res.headers['set-cookie']?.[0] ?? '').split(';')[0])
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+  tt.match(cookie, /^__Host-chat=/, 'logged in over https')
+  const report = await probe({ url: `wss://127.0.0.1:${port}/chat`, origin: 'https://chat.test', cookie, protocol: 'chat.v1', fallback: true, ca: cert })
+  tt.equal(report.findings, 0)
+  tt.same(report.checks.filter((ch) => ch.result !== 'pass'), [], 'every check passes over TLS too')
+  await tt.rejects(probe({ url: `wss://127.0.0.1:${port}/chat`, origin: 'https://chat.test', cookie, protocol: 'chat.v1' }),
+    { code: 'PORTCULLIS_PROBE_UNREACHABLE' }, 'without the CA, the certificate is not trusted and nothing is probed')
 })
