@@ -127,12 +127,18 @@ t.test('WebSocket: a handler that checks bufferedAmount closes a reader that nev
 
 t.test('long-poll: a client that never polls is closed with 4009 at the queue bound, and the queue is freed', async (tt) => {
   let sentOk = 0
+  let sentErr = 0
   const s = await serve(tt, {
     fallback: { maxQueuedMessages: 50, maxQueuedBytes: 64 * 1024 },
     handler: (socket) => {
       socket.on('message', (d: Buffer) => {
         if (d.toString() !== 'flood me') return socket.send(d.toString())
-        for (let i = 0; i < 200; i++) socket.send(`m${i}`, (err) => { if (err === undefined || err === null) sentOk++ })
+        for (let i = 0; i < 200; i++) {
+          socket.send(`m${i}`, (err) => {
+            if (err === undefined || err === null) sentOk++
+            else sentErr++
+          })
+        }
       })
     }
   })
@@ -144,7 +150,10 @@ t.test('long-poll: a client that never polls is closed with 4009 at the queue bo
   tt.equal(c.closed?.code, CloseCodes.SLOW_CONSUMER, 'closed with 4009')
   tt.ok(c.inbox.length <= 50, `${c.inbox.length} messages were kept (bound 50)`)
   tt.equal(c.stats.duplicates + c.stats.gaps, 0)
-  tt.ok(sentOk <= 50, 'sends beyond the bound report an error to their callback')
+  // every callback must fire (a silent drop would pass a bound on successes alone)
+  await waitFor(() => sentOk + sentErr === 200, 3000, 'every send callback called')
+  tt.ok(sentOk <= 50, `at most the bound succeeded (${sentOk})`)
+  tt.ok(sentErr >= 150, `sends beyond the bound report an error to their callback (${sentErr})`)
   await waitFor(() => s.app.wsPolicy.stats().connections === 0, 3000, 'registry empty')
   await freshWebSocketServed(tt, s)
   s.clean()
@@ -153,13 +162,19 @@ t.test('long-poll: a client that never polls is closed with 4009 at the queue bo
 /** Open `n` TCP connections that send a request head one byte at a time, every `everyMs`. */
 function slowloris (port: number, head: string, n: number, everyMs: number): { sockets: Socket[], closed: () => number, answers: string[], stop: () => void } {
   const sockets: Socket[] = []
+  /** The status line each connection was answered with, in the order they came; one per connection at most. */
   const answers: string[] = []
   let closed = 0
   const timers: NodeJS.Timeout[] = []
   for (let k = 0; k < n; k++) {
     const sock = connect({ port, host: '127.0.0.1' })
     sock.on('error', () => {})
-    sock.on('data', (d: Buffer) => answers.push(d.toString('latin1').split('\r\n')[0]))
+    let answered = false
+    sock.on('data', (d: Buffer) => {
+      if (answered) return
+      answered = true
+      answers.push(d.toString('latin1').split('\r\n')[0])
+    })
     sock.on('close', () => { closed++ })
     let i = 0
     const timer = setInterval(() => {
@@ -186,6 +201,8 @@ t.test('slowloris request heads on the upgrade are cut by headersTimeout (408) a
   tt.teardown(attack.stop)
   await freshWebSocketServed(tt, s) // while the attack runs
   await waitFor(() => attack.closed() === 100, 5000, 'every slow connection closed')
+  // one answer per slow connection, each a 408 (`every` alone would pass with no answer at all)
+  tt.equal(attack.answers.length, 100, 'every slow connection was answered before it was closed')
   tt.ok(attack.answers.every(a => a === 'HTTP/1.1 408 Request Timeout'), `answers: ${[...new Set(attack.answers)].join(', ')}`)
   tt.equal(s.probe.opened, 1, 'no slow request reached the policy (only the fresh client did)')
   await freshWebSocketServed(tt, s)

@@ -89,15 +89,68 @@ t.test('parseAck accepts 1–15 digits on one line and nothing else', async (t) 
   t.pass('held')
 })
 
-t.test('isJsonContentType and isSid never throw and accept only their exact shapes', async (t) => {
-  fc.assert(fc.property(fc.oneof(hostileString(80), fc.constantFrom('application/json', 'Application/JSON; charset=UTF-8', 'text/plain', 'application/json;charset=latin1', 'application/json+x')), (h) => {
+/** The accepted Content-Type shape, stated on its own (PROTOCOL.md §2.3): the oracle of the property below. */
+function isJsonTypeOracle (h: string): boolean {
+  if (h.length > 64) return false
+  const semi = h.indexOf(';')
+  const type = semi === -1 ? h : h.slice(0, semi)
+  if (type.trim().toLowerCase() !== 'application/json') return false
+  if (semi === -1) return true
+  return ['charset=utf-8', 'charset="utf-8"'].includes(h.slice(semi + 1).trim().toLowerCase())
+}
+
+/** Any mix of upper and lower case of `s`. */
+function anyCase (s: string): fc.Arbitrary<string> {
+  return fc.array(fc.boolean(), { minLength: s.length, maxLength: s.length })
+    .map(up => [...s].map((c, i) => up[i] ? c.toUpperCase() : c.toLowerCase()).join(''))
+}
+
+const ows = fc.constantFrom('', ' ', '  ', '\t', ' \t ')
+/** Every spelling of a JSON content type the server must accept. */
+const jsonTypes = fc.tuple(ows, anyCase('application/json'), ows,
+  fc.option(fc.tuple(ows, fc.constantFrom('charset=utf-8', 'charset="utf-8"').chain(anyCase), ows), { nil: undefined }))
+  .map(([a, type, b, param]) => param === undefined ? `${a}${type}${b}` : `${a}${type}${b};${param.join('')}`)
+/** Near misses: one character changed, added or dropped in an accepted spelling, or a foreign type. */
+const nearMisses = fc.oneof(
+  fc.tuple(jsonTypes, fc.nat(), fc.constantFrom('x', '+', ';', ',', '/', '=', '"', 'é', '\u0000'), fc.constantFrom('replace', 'insert', 'drop'))
+    .map(([s, at, c, how]) => {
+      const i = at % (s.length + 1)
+      return how === 'insert' ? s.slice(0, i) + c + s.slice(i) : how === 'drop' ? s.slice(0, i) + s.slice(i + 1) : s.slice(0, i) + c + s.slice(i + 1)
+    }),
+  fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json;charset=latin1',
+    'application/json+x', 'application/jsonp', 'application/json; charset=utf-8; q=1', 'application/json;', 'json', ''),
+  hostileString(80)
+)
+
+t.test('isJsonContentType accepts every spelling of a JSON type and refuses everything else', async (t) => {
+  let accepted = 0
+  let refused = 0
+  fc.assert(fc.property(jsonTypes, (h) => {
     const yes = isJsonContentType(h)
-    const type = h.split(';')[0].trim().toLowerCase()
-    return !yes || (type === 'application/json' && h.length <= 64)
+    if (yes) accepted++
+    return yes === isJsonTypeOracle(h) && yes === (h.length <= 64)
   }), params())
+  fc.assert(fc.property(nearMisses, (h) => {
+    const yes = isJsonContentType(h)
+    if (!yes) refused++
+    return yes === isJsonTypeOracle(h)
+  }), params())
+  t.equal(isJsonContentType(undefined), false, 'no header: refused')
+  // both directions were really exercised, not vacuously true
+  t.ok(accepted > 0, `${accepted} JSON spellings accepted`)
+  t.ok(refused > 0, `${refused} near misses refused`)
+  for (const h of ['application/json', ' Application/JSON ; Charset="UTF-8" ']) t.ok(isJsonContentType(h), h)
+  for (const h of ['text/plain', 'application/json;charset=latin1', 'application/json+x', 'application/json; charset=utf-8; x=y']) t.notOk(isJsonContentType(h), h)
+})
+
+t.test('isSid never throws and accepts only its exact shape', async (t) => {
+  let valid = 0
   fc.assert(fc.property(fc.oneof(hostileString(40), fc.uint8Array({ minLength: 24, maxLength: 24 }).map(b => Buffer.from(b).toString('base64url'))), (s) => {
-    return isSid(s) === (s.length === 32 && Buffer.from(s, 'base64url').toString('base64url') === s)
+    const yes = isSid(s)
+    if (yes) valid++
+    return yes === (s.length === 32 && Buffer.from(s, 'base64url').toString('base64url') === s)
   }), params())
+  t.ok(valid > 0, `${valid} well-formed ids accepted`)
   t.pass('held')
 })
 

@@ -173,7 +173,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     const prefix = path.endsWith('/') ? path.slice(0, -1) : path
     const shown = route.url.endsWith('/') ? route.url.slice(0, -1) : route.url
     const config = { [kProtectedRoute]: route }
-    const common = { config, exposeHeadRoute: false, errorHandler: fallbackErrorHandler }
+    const common = { config, exposeHeadRoute: false, errorHandler: fallbackErrorHandler, logSerializers: { req: fallbackRequestLog } }
 
     instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/open`, bodyLimit: OPEN_BODY_LIMIT, onRequest: gate('open', route, limits), handler: openHandler })
     instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/poll`, onRequest: gate('poll', route, limits), handler: pollHandler })
@@ -506,6 +506,25 @@ function fallbackErrorHandler (error: FastifyError, request: FastifyRequest, rep
   }
   request.log.error({ err: error }, 'portcullis: fallback request failed')
   return refuse(reply, new PORTCULLIS_FALLBACK_INTERNAL())
+}
+
+/**
+ * The request serializer of the fallback routes: Fastify's default fields, with any query string
+ * cut from the URL. A fallback URL never has a legitimate query (§2.1), so one that has is
+ * refused — and must not put what it carried (an id pasted there by a broken client) into the
+ * "incoming request" log line.
+ */
+function fallbackRequestLog (req: FastifyRequest): Record<string, unknown> {
+  const url = req.url
+  const q = url.indexOf('?')
+  return {
+    method: req.method,
+    url: q === -1 ? url : `${url.slice(0, q)}?[query not logged]`,
+    version: req.headers['accept-version'],
+    host: req.host,
+    remoteAddress: req.ip,
+    remotePort: req.socket?.remotePort
+  }
 }
 
 async function preflightHandler (_request: FastifyRequest, reply: FastifyReply): Promise<void> {
