@@ -17,8 +17,14 @@ interface Watched {
   recheck: Recheck | undefined
   /** Bumped on every reschedule: heap nodes with an older generation are stale. */
   gen: number
-  /** A re-check is in flight (its answer decides; no second one starts). */
-  busy: boolean
+  /** The re-check in flight (its answer decides; no second one starts), or undefined. */
+  checking: 'expire' | 'revalidate' | undefined
+  /** Epoch ms by which the re-check in flight must answer; past it the connections close. */
+  deadline: number
+  /** Bumped when a re-check starts: an answer for an older one is ignored. */
+  check: number
+  /** The entry's connections were told to close: nothing reschedules it. */
+  closed: boolean
   live: boolean
 }
 
@@ -45,14 +51,16 @@ export class SessionClock {
   readonly #bySession = new Map<string, Watched>()
   readonly #live = new Set<Watched>()
   readonly #revalidateMs: number
+  readonly #recheckTimeoutMs: number
   readonly #log: FastifyBaseLogger
   readonly #now: () => number
   #timer: NodeJS.Timeout | undefined
   #armedAt = Infinity
   #stopped = false
 
-  constructor (opts: { revalidateMs: number, log: FastifyBaseLogger, now?: () => number }) {
+  constructor (opts: { revalidateMs: number, recheckTimeoutMs?: number, log: FastifyBaseLogger, now?: () => number }) {
     this.#revalidateMs = opts.revalidateMs
+    this.#recheckTimeoutMs = opts.recheckTimeoutMs ?? 5000
     this.#log = opts.log
     this.#now = opts.now ?? Date.now
   }
@@ -92,7 +100,10 @@ export class SessionClock {
         revalidateAt: this.#revalidateMs > 0 && recheck !== undefined ? this.#now() + this.#revalidateMs : Infinity,
         recheck,
         gen: 0,
-        busy: false,
+        checking: undefined,
+        deadline: Infinity,
+        check: 0,
+        closed: false,
         live: true
       }
       this.#live.add(entry)
@@ -105,7 +116,8 @@ export class SessionClock {
       entry.recheck = recheck ?? entry.recheck
       if (expiresAt !== entry.expiresAt) {
         entry.expiresAt = expiresAt
-        this.#schedule(entry)
+        // a re-check in flight keeps its deadline; its answer reschedules
+        if (entry.checking === undefined) this.#schedule(entry)
       }
     }
     entry.sockets.add(socket)
@@ -138,9 +150,16 @@ export class SessionClock {
     }
   }
 
+  /** When the entry next needs the clock: its re-check's deadline, else its expiry or re-validation. */
+  #dueAt (entry: Watched): number {
+    if (entry.closed) return Infinity
+    if (entry.checking !== undefined) return entry.deadline
+    return Math.min(entry.expiresAt, entry.revalidateAt)
+  }
+
   #schedule (entry: Watched): void {
     entry.gen++
-    const at = Math.min(entry.expiresAt, entry.revalidateAt)
+    const at = this.#dueAt(entry)
     if (at === Infinity) return
     if (this.#heap.length > 64 && this.#heap.length > 4 * this.#live.size) this.#compact()
     push(this.#heap, { at, entry, gen: entry.gen })
@@ -149,9 +168,11 @@ export class SessionClock {
 
   #compact (): void {
     this.#heap.length = 0
+    // every live entry keeps its node, a re-check in flight too (at its deadline): dropping
+    // one would leave its connections open past their expiry, forever
     for (const entry of this.#live) {
-      const at = Math.min(entry.expiresAt, entry.revalidateAt)
-      if (at !== Infinity && !entry.busy) push(this.#heap, { at, entry, gen: entry.gen })
+      const at = this.#dueAt(entry)
+      if (at !== Infinity) push(this.#heap, { at, entry, gen: entry.gen })
     }
   }
 
@@ -179,8 +200,9 @@ export class SessionClock {
     while (this.#heap.length > 0 && this.#heap[0].at <= now) {
       const node = pop(this.#heap)!
       const entry = node.entry
-      if (!entry.live || node.gen !== entry.gen || entry.busy) continue
-      this.#due(entry, entry.expiresAt <= now ? 'expire' : 'revalidate', now)
+      if (!entry.live || entry.closed || node.gen !== entry.gen) continue
+      if (entry.checking !== undefined) this.#timedOut(entry)
+      else this.#due(entry, entry.expiresAt <= now ? 'expire' : 'revalidate', now)
     }
     this.#arm()
   }
@@ -192,8 +214,13 @@ export class SessionClock {
       return
     }
     // A due session is asked once more before it is closed: a rolling session that was extended
-    // since this connection opened reports its new expiry and stays connected.
-    entry.busy = true
+    // since this connection opened reports its new expiry and stays connected. The answer has
+    // `recheckTimeoutMs`: a store that never answers closes the connections then (fail closed).
+    entry.checking = kind
+    // a periodic re-check that starts just before the expiry waits no longer than the expiry
+    entry.deadline = kind === 'expire' ? now + this.#recheckTimeoutMs : Math.min(now + this.#recheckTimeoutMs, entry.expiresAt)
+    const check = ++entry.check
+    this.#schedule(entry)
     let answer: MaybePromise<RecheckResult>
     try {
       answer = recheck(entry.identity)
@@ -201,10 +228,13 @@ export class SessionClock {
       answer = Promise.reject(err)
     }
     Promise.resolve(answer).then(
-      (result) => this.#settle(entry, kind, result),
+      (result) => {
+        if (!this.#current(entry, check)) return
+        this.#settle(entry, kind, result)
+      },
       (err: unknown) => {
-        entry.busy = false
-        if (!entry.live) return
+        if (!this.#current(entry, check)) return
+        entry.checking = undefined
         this.#log.error({ err, portcullis: { stage: 'session', check: kind } }, 'portcullis: session re-check failed')
         // past its expiry and unconfirmed: close (fail closed); a failed periodic re-check is
         // retried at the next interval, so a store blip does not drop every connection
@@ -214,9 +244,22 @@ export class SessionClock {
     )
   }
 
+  /** Is this answer the one the entry waits for (not late, not for a closed entry)? */
+  #current (entry: Watched, check: number): boolean {
+    return entry.live && !entry.closed && entry.checking !== undefined && entry.check === check
+  }
+
+  /** The re-check in flight missed its deadline: close, with the code of what was being checked. */
+  #timedOut (entry: Watched): void {
+    const kind = entry.checking
+    entry.checking = undefined
+    this.#log.error({ portcullis: { stage: 'session', check: kind, timeoutMs: this.#recheckTimeoutMs } }, 'portcullis: session re-check timed out; connections closed')
+    if (kind === 'expire' || entry.expiresAt <= this.#now()) this.#close(entry, CloseCodes.SESSION_EXPIRED, 'session expired')
+    else this.#close(entry, CloseCodes.SESSION_INVALID, 'session invalid')
+  }
+
   #settle (entry: Watched, kind: 'expire' | 'revalidate', result: RecheckResult): void {
-    entry.busy = false
-    if (!entry.live) return
+    entry.checking = undefined
     const now = this.#now()
     const expired = { code: CloseCodes.SESSION_EXPIRED, reason: 'session expired' }
     const invalid = { code: CloseCodes.SESSION_INVALID, reason: 'session invalid' }
@@ -241,6 +284,11 @@ export class SessionClock {
   }
 
   #close (entry: Watched, code: number, reason: string): void {
+    // closed for good: nothing reschedules it, a late answer is ignored, and a connection of the
+    // same session that opens from now on (it passed the handshake again) gets an entry of its own
+    entry.closed = true
+    entry.gen++
+    if (entry.key !== undefined && this.#bySession.get(entry.key) === entry) this.#bySession.delete(entry.key)
     for (const socket of [...entry.sockets]) {
       if (socket.readyState <= 1) socket.close(code, reason)
     }

@@ -17,11 +17,13 @@ import {
 
 const defaults = Object.freeze({
   session: 'required' as SessionRequirement,
-  revalidateMs: 0
+  revalidateMs: 0,
+  // a session store that never answers a re-check must not keep connections open
+  recheckTimeoutMs: 5000
 })
 
 const REQUIREMENTS: readonly unknown[] = ['required', 'optional', false]
-const OPTION_KEYS = new Set(['session', 'signedCookie', 'fastifySession', 'secureSession', 'authenticate', 'revalidateMs', 'revalidate', 'onRevoke', 'challenge'])
+const OPTION_KEYS = new Set(['session', 'signedCookie', 'fastifySession', 'secureSession', 'authenticate', 'revalidateMs', 'revalidate', 'recheckTimeoutMs', 'onRevoke', 'challenge'])
 const SOURCE_KEYS = {
   signedCookie: new Set(['cookieName', 'load', 'cacheSize']),
   fastifySession: new Set(['cookieName', 'cookiePrefix', 'identify']),
@@ -70,7 +72,7 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
   const listeners = new Set<RevokeListener>()
   if (options.onRevoke !== undefined) listeners.add(options.onRevoke)
   const recentlyRevoked = new Map<string, number>()
-  const clock = new SessionClock({ revalidateMs: options.revalidateMs, log: fastify.log })
+  const clock = new SessionClock({ revalidateMs: options.revalidateMs, recheckTimeoutMs: options.recheckTimeoutMs, log: fastify.log })
 
   const sources: Source[] = []
   if (options.signedCookie !== undefined) {
@@ -294,6 +296,9 @@ function validateOptions (opts: CookieSessionOptions): void {
   }
   if (opts.revalidateMs !== undefined && !(Number.isInteger(opts.revalidateMs) && opts.revalidateMs >= 0 && opts.revalidateMs <= 0x7fffffff)) {
     bad('revalidateMs must be an integer number of milliseconds ≥ 0 (0 = off)')
+  }
+  if (opts.recheckTimeoutMs !== undefined && !(Number.isInteger(opts.recheckTimeoutMs) && opts.recheckTimeoutMs > 0 && opts.recheckTimeoutMs <= 0x7fffffff)) {
+    bad('recheckTimeoutMs must be an integer number of milliseconds from 1 to 2147483647')
   }
   if (opts.revalidate !== undefined && typeof opts.revalidate !== 'function') bad('revalidate must be a function (identity) => identity | boolean | null')
   if (opts.onRevoke !== undefined && typeof opts.onRevoke !== 'function') bad('onRevoke must be a function (event) => void')

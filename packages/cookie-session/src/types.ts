@@ -130,6 +130,15 @@ export interface CookieSessionOptions {
    * that cannot look a session up (secure-session, `authenticate`). Default: the source's lookup.
    */
   revalidate?: (identity: PortcullisIdentity) => MaybePromise<RecheckResult>
+  /**
+   * How long a re-check of a live session (the loader or `revalidate`, at expiry and at each
+   * re-validation) may take, in milliseconds. One that has not answered by then closes the
+   * session's connections: with 4002 at expiry (so a connection never outlives its expiry by
+   * more than this), with 4003 on re-validation (4002 if the expiry came first). A store that
+   * hangs never keeps a connection open. The handshake's own lookup is bounded by the core's
+   * `stageTimeoutMs`. Default `5000`.
+   */
+  recheckTimeoutMs?: number
   /** Told about every `revoke()` on this node (e.g. to broadcast it to other nodes). Default: none. */
   onRevoke?: RevokeListener
   /**
