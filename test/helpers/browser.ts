@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core'
 import type { FastifyInstance } from 'fastify'
 import { buildChat, type ChatOptions } from '../../examples/chat/src/app.js'
 // @ts-expect-error: a plain ES module script without type declarations
@@ -29,9 +29,9 @@ export async function launchBrowser (t: Teardown): Promise<Browser> {
   return browser
 }
 
-/** A fresh browser context (its own cookie jar and sessionStorage): one "person". */
-export async function newContext (t: Teardown, browser: Browser): Promise<BrowserContext> {
-  const context = await browser.newContext()
+/** A fresh browser context (its own cookie jar and sessionStorage): one "person" (`options`: viewport, ...). */
+export async function newContext (t: Teardown, browser: Browser, options: BrowserContextOptions = {}): Promise<BrowserContext> {
+  const context = await browser.newContext(options)
   context.setDefaultTimeout(WAIT_MS)
   t.teardown(() => context.close())
   return context
@@ -128,6 +128,110 @@ export async function noticeOf (page: Page): Promise<{ text: string, tone: strin
 export async function screenshot (page: Page, name: string): Promise<string> {
   mkdirSync(artifacts, { recursive: true })
   const path = artifacts + name
-  await page.screenshot({ path, fullPage: true })
+  await page.screenshot({ path, fullPage: true, animations: 'disabled', caret: 'hide' })
   return path
+}
+
+/** The two widths the page is checked at. */
+export const VIEWPORTS = Object.freeze({
+  desktop: Object.freeze({ width: 1280, height: 800 }),
+  phone: Object.freeze({ width: 390, height: 844 })
+})
+
+export interface Layout {
+  viewport: { width: number, height: number }
+  /** the document's own scroll size: the page itself should not scroll sideways */
+  documentWidth: number
+  documentHeight: number
+  /** visible inputs, buttons, the badge and the message list that leave the viewport */
+  outside: string[]
+  /** pairs of them whose boxes intersect */
+  overlaps: string[]
+  checked: string[]
+}
+
+// The two page scripts below are plain JavaScript strings, not functions: tsx (esbuild
+// keepNames) would wrap their inner helpers in a `__name()` that does not exist in the page.
+const LAYOUT_SCRIPT = `(() => {
+  const vw = document.documentElement.clientWidth
+  const vh = window.innerHeight
+  const name = (e) => e.id !== '' ? '#' + e.id : e.tagName.toLowerCase() + '.' + e.className
+  const els = [...document.querySelectorAll('input, button, .badge, #messages')].filter((e) => {
+    const r = e.getBoundingClientRect()
+    return r.width > 1 && r.height > 1 && getComputedStyle(e).visibility !== 'hidden'
+  })
+  const boxes = els.map((e) => ({ name: name(e), r: e.getBoundingClientRect() }))
+  const outside = boxes.filter((b) => b.r.left < 0 || b.r.top < 0 || b.r.right > vw + 0.5 || b.r.bottom > vh + 0.5)
+    .map((b) => b.name + ' [' + [b.r.left, b.r.top, b.r.right, b.r.bottom].map(Math.round).join(',') + ']')
+  const overlaps = []
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r
+      const b = boxes[j].r
+      const x = Math.min(a.right, b.right) - Math.max(a.left, b.left)
+      const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top)
+      if (x > 0.5 && y > 0.5) overlaps.push(boxes[i].name + ' x ' + boxes[j].name)
+    }
+  }
+  return {
+    viewport: { width: vw, height: vh },
+    documentWidth: document.documentElement.scrollWidth,
+    documentHeight: document.documentElement.scrollHeight,
+    outside,
+    overlaps,
+    checked: boxes.map((b) => b.name)
+  }
+})()`
+
+const CONTRAST_SCRIPT = `((list) => {
+  const rgb = (c) => (c.match(/[0-9.]+/g) || []).map(Number)
+  const lum = (c) => {
+    const [r, g, b] = c.slice(0, 3).map((v) => {
+      const s = v / 255
+      return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4
+    })
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+  }
+  const background = (e) => {
+    for (let n = e; n !== null; n = n.parentElement) {
+      const c = rgb(getComputedStyle(n).backgroundColor)
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c
+    }
+    return [255, 255, 255]
+  }
+  const out = {}
+  for (const sel of list) {
+    const e = document.querySelector(sel)
+    if (e === null || e.getBoundingClientRect().width === 0 || (e.textContent || '').trim() === '') continue
+    const fg = lum(rgb(getComputedStyle(e).color))
+    const bg = lum(background(e))
+    out[sel] = Math.round(((Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05)) * 100) / 100
+  }
+  return out
+})`
+
+/** Where the page's controls are: what leaves the viewport, what overlaps what. */
+export async function layoutOf (page: Page): Promise<Layout> {
+  return page.evaluate(LAYOUT_SCRIPT) as Promise<Layout>
+}
+
+/**
+ * WCAG 2.x contrast of the first visible element matching each selector against the first opaque
+ * background behind it: `{ selector: ratio }`.
+ */
+export async function contrastOf (page: Page, selectors: string[]): Promise<Record<string, number>> {
+  return page.evaluate(`${CONTRAST_SCRIPT}(${JSON.stringify(selectors)})`) as Promise<Record<string, number>>
+}
+
+/** Record CSP violations on every page of the context (an init script runs outside the page's CSP). */
+export async function recordCspViolations (context: BrowserContext): Promise<void> {
+  await context.addInitScript(() => {
+    const w = window as unknown as { cspViolations: string[] }
+    w.cspViolations = []
+    document.addEventListener('securitypolicyviolation', (e) => { w.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`) })
+  })
+}
+
+export async function cspViolations (page: Page): Promise<string[]> {
+  return page.evaluate(() => (window as unknown as { cspViolations?: string[] }).cspViolations ?? [])
 }

@@ -78,14 +78,18 @@ function closeSentence (code, reason) {
   if (code === 1009) return { text: 'That message was too large to send.', tone: 'error' }
   if (code === 4008 || code === 4429) return { text: 'The server is busy right now.', tone: 'warn' }
   if (code === 4009) return { text: 'The connection fell too far behind and was closed.', tone: 'warn' }
-  if (code === 1001) return { text: 'The server is restarting.', tone: 'warn' }
+  if (code === 1001 || code === 1012) return { text: 'The server is restarting.', tone: 'warn' }
+  if (code === 1011) return { text: 'The server ran into a problem.', tone: 'warn' }
+  if (code === 1013) return { text: 'The server is overloaded right now.', tone: 'warn' }
+  if (code === 1014) return { text: 'A gateway between you and the server failed.', tone: 'warn' }
   if (code === 1006) return { text: 'The server cannot be reached. Check your connection, then reload the page.', tone: 'error' }
   return { text: 'The chat connection closed.', tone: 'error' }
 }
 
 // ---- views ------------------------------------------------------------------------------------
 
-function showLogin () {
+/** keepUser: a session that ended by itself keeps the name typed in, and asks for the password */
+function showLogin ({ keepUser = false } = {}) {
   me = null
   $('chat').hidden = true
   $('session').hidden = true
@@ -96,7 +100,9 @@ function showLogin () {
   $('password').value = ''
   $('login-error').textContent = ''
   $('messages').replaceChildren()
-  $('user').focus()
+  if (!keepUser) $('user').value = ''
+  if (keepUser && $('user').value !== '') $('password').focus()
+  else $('user').focus()
 }
 
 function showChat (user) {
@@ -143,14 +149,16 @@ function connect () {
     }
     if (ev.reconnecting) {
       setState('reconnecting')
+      // the next connection may use another transport: say which once it is open
+      showTransport('')
       const { text } = closeSentence(ev.code, ev.reason)
-      notice(`${text} Reconnecting…`, 'warn', detail)
+      notice(`${text} The chat reconnects by itself.`, 'warn', detail)
       return
     }
     setState('closed')
     const { text, tone } = closeSentence(ev.code, ev.reason)
     // 4001 revoked / 4002 expired / 4003 invalid / 4401 no session: back to the login form
-    if (ev.code === 4001 || ev.code === 4002 || ev.code === 4003 || ev.code === 4401) showLogin()
+    if (ev.code === 4001 || ev.code === 4002 || ev.code === 4003 || ev.code === 4401) showLogin({ keepUser: true })
     notice(text, tone, detail)
   }
 }
