@@ -23,7 +23,8 @@ export function checkHandshake (req: IncomingMessage): HandshakeProblem | undefi
   }
   // §4.2.1 (3): |Upgrade| containing "websocket" (case-insensitive). Node joins duplicate lines.
   const upgrade = req.headers.upgrade
-  if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') {
+  // (length first: lower-casing a huge header would cost time linear in what the client sent)
+  if (typeof upgrade !== 'string' || upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
     return { status: 400, detail: 'Upgrade must be websocket' }
   }
   // §4.2.1 (5): |Sec-WebSocket-Key|, base64 of 16 bytes: exactly 24 characters ending "==".
