@@ -125,14 +125,14 @@ t.test('the handshake answers no subprotocol unless a stage chose one', async (t
   t.equal(none.headers['sec-websocket-protocol'], undefined)
 })
 
-t.test('a WebSocket peer that never reads is closed with 4009 once maxBufferedBytes wait, and dropped after closeTimeout', async (t) => {
+t.test('a WebSocket peer that stops reading is sent 4009 slow consumer once maxBufferedBytes wait', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
-  await app.register(portcullis, { maxBufferedBytes: 256 * 1024, websocket: { closeTimeout: 300 } })
-  const closes: number[] = []
+  await app.register(portcullis, { maxBufferedBytes: 256 * 1024 })
   const chunk = Buffer.alloc(64 * 1024, 0x61)
+  let server: { readyState: number } | undefined
   app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
-    socket.on('close', (code: number) => closes.push(code))
+    server = socket
     socket.on('message', () => {
       // a broadcaster that never checks bufferedAmount: 32 MiB at once
       for (let i = 0; i < 512; i++) socket.send(chunk)
@@ -140,11 +140,46 @@ t.test('a WebSocket peer that never reads is closed with 4009 once maxBufferedBy
   })
   const { ws } = await listen(app)
   const r = await wsOpen(`${ws}/ws`)
+  const tcp = (r.ws as unknown as { _socket: { pause: () => void, resume: () => void } })._socket
+  tcp.pause() // stop reading
+  const done = closed(r.ws!)
+  r.ws!.send('flood me')
+  await waitFor(() => server?.readyState === 2, 5000, 'the server to start closing')
+  // read again: the data already queued arrives, then the close frame the server queued behind it
+  tcp.resume()
+  t.same(await done, { code: 4009, reason: 'slow consumer' })
+  await waitFor(() => app.wsPolicy.stats().connections === 0, 2000, 'released')
+})
+
+t.test('a slow consumer that never reads its close frame is dropped after closeTimeout (1006 on the server)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis, { maxBufferedBytes: 256 * 1024, websocket: { closeTimeout: 300 } })
+  const closes: number[] = []
+  const asked: Array<{ code: number, at: number }> = []
+  let closedAt = 0
+  const chunk = Buffer.alloc(64 * 1024, 0x61)
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
+    const close = socket.close
+    socket.close = function (code?: number, reason?: string | Buffer) {
+      asked.push({ code: code ?? 0, at: Date.now() })
+      return close.call(this, code, reason)
+    }
+    socket.on('close', (code: number) => { closes.push(code); closedAt = Date.now() })
+    socket.on('message', () => {
+      for (let i = 0; i < 512; i++) socket.send(chunk)
+    })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
   ;(r.ws as unknown as { _socket: { pause: () => void } })._socket.pause() // never read again
   r.ws!.send('flood me')
-  await waitFor(() => closes.length === 1, 5000, 'the slow reader is closed')
-  // the close frame waits behind the data the peer never reads: dropped after closeTimeout (1006)
+  await waitFor(() => closes.length === 1, 5000, 'the slow reader is dropped')
+  t.equal(asked[0]?.code, 4009, 'the bound asked for a 4009 close')
+  // the close frame waits behind the data the peer never reads: no closing handshake, so the
+  // socket is destroyed after closeTimeout and the server's close event reports 1006
   t.equal(closes[0], 1006)
+  t.ok(closedAt - asked[0].at >= 290, `dropped ${closedAt - asked[0].at} ms after the close was asked (closeTimeout 300)`)
   t.equal(app.wsPolicy.stats().connections, 0, 'freed')
   r.ws!.terminate()
 })
