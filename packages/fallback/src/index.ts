@@ -236,7 +236,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       // handler reads it where it reads it on the WebSocket door, as `request.query`.
       if (query !== undefined) (request as { query: unknown }).query = querystringParser(query)
       // a guard factory that throws: the core closed the socket with 1011, the handler never runs
-      if (policy.attach(socket, state, request.log, route.url) !== false) runHandler(this, route, socket, request)
+      if (policy.attach(socket, state, request.log, route.url, 'long-poll') !== false) runHandler(this, route, socket, request)
       noStore(reply)
       return {
         v: PROTOCOL_VERSION,

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { ConnectionGuard, PortcullisSocket, PortcullisState } from './types.js'
+import type { ConnectionGuard, PortcullisSocket, PortcullisState, Transport } from './types.js'
 import { CloseCodes } from './close-codes.js'
 
 /**
@@ -15,6 +15,12 @@ interface Tracked {
   sessionId: string | undefined
   identityId: string | undefined
   route: string | undefined
+  transport: Transport
+  /** The code and reason Portcullis or the handler closed with first (a peer may echo another, or none). */
+  sentCode: number | undefined
+  sentReason: string | undefined
+  /** The socket's own `close`. */
+  close: PortcullisSocket['close']
   guards: ConnectionGuard[] | undefined
   /** The socket's own `emit`, called for what the guards let through. */
   emit: PortcullisSocket['emit']
@@ -44,6 +50,12 @@ export class ConnectionRegistry {
   readonly #bySession = new Map<string, Set<Tracked>>()
   readonly #perIdentity = new Map<string, number>()
   readonly #closeListeners: Array<(state: PortcullisState) => void> = []
+  /** Telemetry: told of every attached connection and of its close (code, reason, route, transport). */
+  readonly #observer: ConnectionObserver | undefined
+
+  constructor (observer?: ConnectionObserver) {
+    this.#observer = observer
+  }
 
   get size (): number {
     return this.#all.size
@@ -51,6 +63,13 @@ export class ConnectionRegistry {
 
   onClose (fn: (state: PortcullisState) => void): void {
     this.#closeListeners.push(fn)
+  }
+
+  /** Open connections per transport (for `stats()`). */
+  byTransport (): Partial<Record<Transport, number>> {
+    const out: Partial<Record<Transport, number>> = {}
+    for (const e of this.#all) out[e.transport] = (out[e.transport] ?? 0) + 1
+    return out
   }
 
   connectionsOf (identityId: string): number {
@@ -64,7 +83,7 @@ export class ConnectionRegistry {
    * with 1011 and `false` is returned — the caller must not run the handler. Every attached
    * socket gets the tracked `emit`, so a throwing `message` or `close` listener is contained.
    */
-  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string): boolean {
+  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string, transport: Transport = 'websocket'): boolean {
     let guards: ConnectionGuard[] | undefined
     const factories = state.guards
     if (factories !== undefined && factories.length > 0) {
@@ -81,10 +100,11 @@ export class ConnectionRegistry {
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
     const entry: Tracked = {
-      socket, state, registry: this, sessionId, identityId, route, guards, emit: socket.emit, violated: false, failed: false, emittedError: undefined, log
+      socket, state, registry: this, sessionId, identityId, route, transport, sentCode: undefined, sentReason: undefined, close: socket.close, guards, emit: socket.emit, violated: false, failed: false, emittedError: undefined, log
     }
     ;(socket as TrackedSocket)[kTracked] = entry
     socket.emit = trackedEmit as PortcullisSocket['emit']
+    socket.close = trackedClose
     // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper
     socket.on('close', onTrackedClose)
     // indexed last, once nothing above can fail
@@ -95,6 +115,7 @@ export class ConnectionRegistry {
       set.add(entry)
     }
     if (identityId !== undefined) this.#perIdentity.set(identityId, (this.#perIdentity.get(identityId) ?? 0) + 1)
+    this.#observer?.opened(route, transport)
     return true
   }
 
@@ -120,9 +141,19 @@ export class ConnectionRegistry {
     if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
   }
 
-  /** Forget a closed connection (called once, from its close event). */
-  release (entry: Tracked): void {
+  /** Forget a closed connection (called once, from its close event with the socket's code and reason). */
+  release (entry: Tracked, code: unknown, reason: unknown): void {
     if (!this.#all.delete(entry)) return
+    if (this.#observer !== undefined) {
+      // what the server side chose wins over what the peer echoed (or failed to: 1006)
+      const closeCode = entry.sentCode ?? (typeof code === 'number' ? code : 1005)
+      const closeReason = entry.sentReason ?? (reason === undefined ? '' : String(reason))
+      try {
+        this.#observer.closed(entry.route, entry.transport, closeCode, closeReason)
+      } catch (err) {
+        entry.log.error({ err }, 'portcullis: close telemetry failed')
+      }
+    }
     const { sessionId, identityId } = entry
     if (sessionId !== undefined) {
       const set = this.#bySession.get(sessionId)
@@ -182,9 +213,25 @@ function closeGuards (guards: ConnectionGuard[], log: FastifyBaseLogger, route: 
   }
 }
 
-function onTrackedClose (this: TrackedSocket): void {
+function onTrackedClose (this: TrackedSocket, code: unknown, reason: unknown): void {
   const entry = this[kTracked]
-  if (entry !== undefined) entry.registry.release(entry)
+  if (entry !== undefined) entry.registry.release(entry, code, reason)
+}
+
+/** The `close` of every attached socket: remembers the first code and reason it was closed with. */
+function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buffer): void {
+  const entry = this[kTracked] as Tracked
+  if (entry.sentCode === undefined && this.readyState <= OPEN) {
+    entry.sentCode = code ?? 1005
+    entry.sentReason = reason === undefined ? '' : String(reason)
+  }
+  entry.close.call(this, code, reason)
+}
+
+/** What the registry tells telemetry. */
+export interface ConnectionObserver {
+  opened: (route: string | undefined, transport: Transport) => void
+  closed: (route: string | undefined, transport: Transport, code: number, reason: string) => void
 }
 
 /**

@@ -5,10 +5,11 @@ import fastifyWebsocket from '@fastify/websocket'
 import { WebSocket as WsSocket, type WebSocket, type WebSocketServer } from 'ws'
 import type {
   AuditEvent, ConnectionContext, Decision, Denial, PortcullisOptions, PortcullisPolicy,
-  PortcullisRoutePolicy, PortcullisSocket, ProtectedRoute, RouteDescription, Transport
+  PortcullisRoutePolicy, PortcullisSocket, PortcullisStats, ProtectedRoute, RouteDescription, Transport
 } from './types.js'
 import { Pipeline, type CompiledRoute } from './pipeline.js'
-import { ConnectionRegistry } from './connections.js'
+import { ConnectionRegistry, type ConnectionObserver } from './connections.js'
+import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { CloseCodes } from './close-codes.js'
@@ -37,6 +38,10 @@ const defaults = Object.freeze({
   // an async stage (a session store, an auth service) that never answers must not hold an
   // upgrade forever: once Node has emitted 'upgrade', no HTTP timeout covers the socket
   stageTimeoutMs: 5000,
+  // an async audit sink that hangs holds a slot at most this long; past the bound, events drop
+  auditMaxInFlight: 1000,
+  auditTimeoutMs: 10_000,
+  metrics: true,
   // ws accepts 100 MiB messages by default; a security layer starts small (RFC 6455 §10.4). A
   // peer that does not answer a close is dropped after 5 s rather than ws's 30 s.
   websocket: Object.freeze({ maxPayload: 1024 * 1024, closeTimeout: 5000 })
@@ -57,7 +62,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   }
   server[kServerPolicy] = contextName(fastify)
   const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
-  const audit = options.audit
+  const audit = options.audit === undefined ? undefined : new AuditSink(options.audit, fastify.log, options.auditMaxInFlight, options.auditTimeoutMs)
+  const meters = options.metrics ? new Metrics(options.meterProvider, VERSION) : undefined
   const logLevel = options.denialLogLevel
   const sendWithBound = options.maxBufferedBytes === Infinity ? undefined : boundedSend(options.maxBufferedBytes)
 
@@ -68,7 +74,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
       portcullis: { action, code: denial.code, stage: denial.stage, route: route.url, transport: ctx.transport, origin }
     }, action === 'deny' ? 'portcullis: connection denied' : 'portcullis: connection would be denied (report-only)')
     if (audit !== undefined) {
-      const event: AuditEvent = {
+      audit.emit({
         time: Date.now(),
         action,
         code: denial.code,
@@ -80,17 +86,44 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
         origin,
         ip: ctx.request.ip,
         requestId: String(ctx.request.id)
-      }
-      try {
-        audit(event)
-      } catch (err) {
-        ctx.request.log.error({ err }, 'portcullis: audit hook failed')
-      }
+      })
     }
   }
 
-  const pipeline = new Pipeline(record, options.stageTimeoutMs)
-  const connections = new ConnectionRegistry()
+  function observeDecision (ctx: ConnectionContext, route: CompiledRoute, decision: Decision, seconds: number): void {
+    if (meters === undefined) return
+    for (let i = 0; i < decision.reported.length; i++) {
+      const r = decision.reported[i]
+      meters.decision(route.url, ctx.transport, 'reported', r.code, r.stage ?? 'core', seconds)
+    }
+    if (decision.allowed) meters.decision(route.url, ctx.transport, 'allowed', '', '', seconds)
+    else meters.decision(route.url, ctx.transport, 'denied', decision.denial.code, decision.denial.stage ?? 'core', seconds)
+  }
+
+  // Every close of a live connection is counted; a close for a security reason (a guard, a
+  // limit, the session, a peer breaking the protocol, a server fault) is audited too.
+  const connectionObserver: ConnectionObserver = {
+    opened (route, transport) { meters?.opened(route ?? '', transport) },
+    closed (route, transport, code, reason) {
+      meters?.closed(route ?? '', transport, code)
+      const cause = closeCause(code)
+      if (audit === undefined || cause === undefined) return
+      audit.emit({ time: Date.now(), action: 'close', code: cause, closeCode: code, reason: reason.slice(0, 123), stage: 'connection', route: route ?? '', transport })
+    }
+  }
+
+  const pipeline = new Pipeline(record, options.stageTimeoutMs, observeDecision)
+  const connections = new ConnectionRegistry(connectionObserver)
+
+  function closeSession (sessionId: string, code: number, reason: string): number {
+    const n = connections.closeSession(sessionId, code, reason)
+    if (code === CloseCodes.SESSION_REVOKED) {
+      meters?.revoked()
+      // the session id is a secret: the event says that a session was revoked and how many connections closed
+      audit?.emit({ time: Date.now(), action: 'revoke', code: 'PORTCULLIS_SESSION_REVOKED', closeCode: code, reason: reason.slice(0, 123), stage: 'session', connections: n })
+    }
+    return n
+  }
 
   const policy: PortcullisPolicy = {
     addStage: (stage) => pipeline.addStage(stage),
@@ -100,18 +133,17 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     context: (request, transport, route, offered, resumed) => new Context(request, transport, route, offered ?? joinProtocols(request), resumed),
     evaluate: (ctx, route) => pipeline.evaluate(ctx, route as CompiledRoute),
     route: (url) => pipeline.routes.get(url),
-    attach: (socket, state, log, route) => connections.attach(socket, state, log, route),
-    closeSession: (sessionId, code, reason) => connections.closeSession(sessionId, code, reason),
+    attach: (socket, state, log, route, transport) => connections.attach(socket, state, log, route, transport),
+    closeSession,
     connectionsOf: (id) => connections.connectionsOf(id),
     onConnectionClose: (fn) => connections.onClose(fn),
     describe: () => [...pipeline.routes.values()].map(describeRoute),
     describeTable: () => formatTable([...pipeline.routes.values()].map(describeRoute)),
     stats: () => {
-      const routes: ReturnType<PortcullisPolicy['stats']>['routes'] = {}
-      for (const r of pipeline.routes.values()) {
-        routes[r.url] = { allowed: r.counters.allowed, denied: { ...r.counters.denied }, reported: { ...r.counters.reported } }
-      }
-      return { routes, connections: connections.size }
+      const routes: PortcullisStats['routes'] = {}
+      for (const r of pipeline.routes.values()) routes[r.url] = routeStats(r)
+      const audited = audit === undefined ? { delivered: 0, failed: 0, dropped: 0, inFlight: 0 } : { ...audit.counters }
+      return { routes, connections: connections.size, connectionsByTransport: connections.byTransport(), audit: audited }
     }
   }
 
@@ -350,7 +382,19 @@ function validateOptions (opts: PortcullisOptions): void {
     throw new PORTCULLIS_INVALID_OPTION('defaults must be an object of route policy keys')
   }
   if (opts.audit !== undefined && typeof opts.audit !== 'function') {
-    throw new PORTCULLIS_INVALID_OPTION('audit must be a function (event) => void')
+    throw new PORTCULLIS_INVALID_OPTION('audit must be a function (event) => void | Promise<unknown>')
+  }
+  for (const key of ['auditMaxInFlight', 'auditTimeoutMs'] as const) {
+    const v = opts[key]
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1 && v <= 2 ** 31 - 1)) {
+      throw new PORTCULLIS_INVALID_OPTION(`${key} must be an integer from 1 to ${2 ** 31 - 1}`)
+    }
+  }
+  if (opts.metrics !== undefined && typeof opts.metrics !== 'boolean') {
+    throw new PORTCULLIS_INVALID_OPTION('metrics must be a boolean')
+  }
+  if (opts.meterProvider !== undefined && (opts.meterProvider === null || typeof opts.meterProvider.getMeter !== 'function')) {
+    throw new PORTCULLIS_INVALID_OPTION('meterProvider must be an OpenTelemetry MeterProvider (with getMeter())')
   }
   if (opts.denialLogLevel !== undefined && !LOG_LEVELS.includes(opts.denialLogLevel)) {
     throw new PORTCULLIS_INVALID_OPTION(`denialLogLevel must be one of ${LOG_LEVELS.join(', ')}`)
@@ -367,6 +411,18 @@ function validateOptions (opts: PortcullisOptions): void {
       if (key in opts.websocket) throw new PORTCULLIS_INVALID_OPTION(`websocket.${key} is owned by Portcullis and cannot be set`)
     }
   }
+}
+
+/** A route's counters: totals over both doors, and each door on its own. */
+function routeStats (route: CompiledRoute): PortcullisStats['routes'][string] {
+  const total = { allowed: 0, denied: {} as Record<string, number>, reported: {} as Record<string, number>, transports: {} as PortcullisStats['routes'][string]['transports'] }
+  for (const [transport, c] of Object.entries(route.counters)) {
+    total.transports[transport as Transport] = { allowed: c.allowed, denied: { ...c.denied }, reported: { ...c.reported } }
+    total.allowed += c.allowed
+    for (const [code, n] of Object.entries(c.denied)) total.denied[code] = (total.denied[code] ?? 0) + n
+    for (const [code, n] of Object.entries(c.reported)) total.reported[code] = (total.reported[code] ?? 0) + n
+  }
+  return total
 }
 
 function describeRoute (route: CompiledRoute): RouteDescription {

@@ -23,10 +23,15 @@ export interface CompiledRoute extends ProtectedRoute {
   stages: CompiledStage[]
   originDisabled: boolean
   transports: Map<TransportDefinition<any, any>, unknown>
-  counters: { allowed: number, denied: Record<string, number>, reported: Record<string, number> }
+  /** Per transport: admissions (resumed long-poll requests excluded), denials and reports per code. */
+  counters: Record<string, RouteCounters>
 }
 
+export interface RouteCounters { allowed: number, denied: Record<string, number>, reported: Record<string, number> }
+
 export type Recorder = (ctx: ConnectionContext, denial: Denial, action: AuditEvent['action'], route: CompiledRoute) => void
+/** Told of every final decision of either door, with the time the evaluation took. */
+export type DecisionObserver = (ctx: ConnectionContext, route: CompiledRoute, decision: Decision, seconds: number) => void
 
 /**
  * The stage registry and the one evaluation function both doors call. Stages are kept sorted by
@@ -38,11 +43,13 @@ export class Pipeline {
   readonly routes = new Map<string, CompiledRoute>()
   #locked: string | undefined
   readonly record: Recorder
+  readonly observe: DecisionObserver | undefined
   readonly stageTimeoutMs: number
 
-  constructor (record: Recorder, stageTimeoutMs = 5000) {
+  constructor (record: Recorder, stageTimeoutMs = 5000, observe?: DecisionObserver) {
     this.record = record
     this.stageTimeoutMs = stageTimeoutMs
+    this.observe = observe
   }
 
   lock (reason: string): void {
@@ -128,7 +135,7 @@ export class Pipeline {
       stages,
       originDisabled,
       transports,
-      counters: { allowed: 0, denied: {}, reported: {} },
+      counters: {},
       evaluate: (request: FastifyRequest, transport: Transport, offered?: string, resumed?: boolean) =>
         this.evaluate(new Context(request, transport, url, offered, resumed), route)
     }
@@ -147,7 +154,24 @@ export class Pipeline {
    * (`PORTCULLIS_STAGE_TIMEOUT`); its late answer is ignored.
    */
   evaluate (ctx: ConnectionContext, route: CompiledRoute): Decision | Promise<Decision> {
-    return this.#run(ctx, route, 0, [])
+    const t0 = performance.now()
+    const decision = this.#run(ctx, route, 0, [])
+    if (decision instanceof Promise) return decision.then((d) => this.#count(ctx, route, d, t0))
+    return this.#count(ctx, route, decision, t0)
+  }
+
+  /** The one place a decision is counted (stats per transport, then metrics): both doors, every outcome. */
+  #count (ctx: ConnectionContext, route: CompiledRoute, decision: Decision, t0: number): Decision {
+    const c = route.counters[ctx.transport] ?? (route.counters[ctx.transport] = { allowed: 0, denied: {}, reported: {} })
+    for (let i = 0; i < decision.reported.length; i++) {
+      const code = decision.reported[i].code
+      c.reported[code] = (c.reported[code] ?? 0) + 1
+    }
+    if (!decision.allowed) c.denied[decision.denial.code] = (c.denied[decision.denial.code] ?? 0) + 1
+    // a resumed request (a long-poll poll/send) is not a new connection: count admissions once
+    else if (!ctx.resumed) c.allowed++
+    if (this.observe !== undefined) this.observe(ctx, route, decision, (performance.now() - t0) / 1000)
+    return decision
   }
 
   #run (ctx: ConnectionContext, route: CompiledRoute, from: number, reported: Denial[]): Decision | Promise<Decision> {
@@ -166,8 +190,6 @@ export class Pipeline {
       const denied = this.#settle(ctx, route, entry, result as StageResult, reported)
       if (denied !== undefined) return denied
     }
-    // a resumed request (a long-poll poll/send) is not a new connection: count admissions once
-    if (!ctx.resumed) route.counters.allowed++
     return { allowed: true, state: ctx.state, reported }
   }
 
@@ -215,11 +237,9 @@ export class Pipeline {
     if (result.headers !== undefined) denial.headers = result.headers
     if (entry.reportOnly) {
       reported.push(denial)
-      route.counters.reported[denial.code] = (route.counters.reported[denial.code] ?? 0) + 1
       this.record(ctx, denial, 'report', route)
       return undefined
     }
-    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
     this.record(ctx, denial, 'deny', route)
     return { allowed: false, denial, state: ctx.state, reported }
   }
@@ -229,7 +249,6 @@ export class Pipeline {
     const e = new PORTCULLIS_STAGE_FAILED()
     // a failing stage never lets a request through, even in report-only mode: fail closed
     const denial: Denial = { status: e.statusCode ?? 500, code: e.code, reason: e.message, stage: entry.def.name }
-    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
     this.record(ctx, denial, 'deny', route)
     return { allowed: false, denial, state: ctx.state, reported }
   }
@@ -239,7 +258,6 @@ export class Pipeline {
     const e = new PORTCULLIS_STAGE_TIMEOUT()
     // like a failure: never let the request through, even in report-only mode
     const denial: Denial = { status: e.statusCode ?? 503, code: e.code, reason: e.message, stage: entry.def.name }
-    route.counters.denied[denial.code] = (route.counters.denied[denial.code] ?? 0) + 1
     this.record(ctx, denial, 'deny', route)
     return { allowed: false, denial, state: ctx.state, reported }
   }

@@ -1,7 +1,14 @@
+// The route options (`websocket: true`) and the handler's `socket` type come from
+// @fastify/websocket's declaration merging into 'fastify'. Nothing in these types names it, so
+// without this directive the published .d.ts never loads that augmentation and a consumer's
+// `app.get('/x', { websocket: true, wsPolicy }, (socket, req) => ...)` fails to compile.
+// `preserve="true"` keeps the directive in the emitted .d.ts (TypeScript >= 5.5 drops it otherwise).
+/// <reference types="@fastify/websocket" preserve="true" />
 import type { IncomingHttpHeaders } from 'node:http'
 import type { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerBase, RawServerDefault } from 'fastify'
 import type { ServerOptions } from 'ws'
+import type { MeterProvider } from '@opentelemetry/api'
 
 /** Which door a connection attempt came through. Stages must not care. */
 export type Transport = 'websocket' | 'long-poll'
@@ -155,20 +162,38 @@ export interface PortcullisRoutePolicy {
  */
 export interface PortcullisOriginPolicy {}
 
-/** One audit record: a denial or a report-only would-be denial. Never holds a secret. */
+/**
+ * One audit record of a security event, the same shape on both doors. Never holds a secret: no
+ * cookie, token, session id or fallback id.
+ * - `deny`: a connection attempt (or a long-poll request) was denied; `report`: it would have
+ *   been (report-only). Both carry `status`, `origin`, `ip` and `requestId`.
+ * - `close`: a live connection was closed for a security reason — a message guard (1003, 1008,
+ *   1009, 4008), a limit (4009 slow consumer, 4010 idle, 4029), the session (4001, 4002, 4003),
+ *   a peer breaking the protocol (1002, 1007) or a server fault (1011); `closeCode` and `reason`
+ *   (a stable string naming the guard or limit) say which. `code` is `PORTCULLIS_CLOSE_<NAME>`.
+ * - `revoke`: a session was revoked (`code` `PORTCULLIS_SESSION_REVOKED`); `connections` is how
+ *   many of its live connections this node closed.
+ */
 export interface AuditEvent {
   time: number
-  action: 'deny' | 'report'
+  action: 'deny' | 'report' | 'close' | 'revoke'
   code: string
-  status: number
+  /** HTTP status of a denial (`deny`, `report`). */
+  status?: number
+  /** The stage that decided (`deny`, `report`), `connection` for closes, `session` for revocations. */
   stage: string
   reason: string
-  route: string
-  transport: Transport
+  /** The route pattern (`deny`, `report`, `close`). */
+  route?: string
+  transport?: Transport
   /** The request's Origin (truncated to 256 characters), or undefined. */
-  origin: string | undefined
-  ip: string
-  requestId: string
+  origin?: string | undefined
+  ip?: string
+  requestId?: string
+  /** The WebSocket close code (`close`, `revoke`), as in RFC 6455 §7.4 and `CloseCodes`. */
+  closeCode?: number
+  /** Connections closed on this node (`revoke`). */
+  connections?: number
 }
 
 /** Per-connection message guard (size, rate, protocol inspection). Same on both doors. */
@@ -240,8 +265,30 @@ export interface ProtectedRoute {
 export interface PortcullisOptions {
   /** App-wide route policy defaults, merged key by key under each route's `wsPolicy`. Default `{}`. */
   defaults?: PortcullisRoutePolicy
-  /** Audit sink, called for every denial and report-only would-be denial. Default: none (denials are still logged). */
-  audit?: (event: AuditEvent) => void
+  /**
+   * Audit sink, called for every security event: denials, report-only would-be denials,
+   * security closes of live connections and revocations. May be sync or async: a throw or a
+   * rejection is caught and logged (at most one line per 10 s), a promise is never awaited, so a
+   * sink never delays or changes a decision and never crashes the process. Default: none
+   * (denials are still logged).
+   */
+  audit?: (event: AuditEvent) => unknown
+  /**
+   * Async audit calls that may be pending at once. Past it, events are dropped and counted in
+   * `stats().audit.dropped` (a SIEM that is down cannot grow memory). Default `1000`.
+   */
+  auditMaxInFlight?: number
+  /** How long a pending async audit call holds its slot before it counts as failed. Default `10000` ms. */
+  auditTimeoutMs?: number
+  /**
+   * Record metrics through the OpenTelemetry API (`portcullis_decisions_total`,
+   * `portcullis_closes_total`, `portcullis_connections`, `portcullis_revocations_total`,
+   * `portcullis_decision_duration_seconds`). They cost nothing until the app installs an
+   * OpenTelemetry SDK. Default `true`.
+   */
+  metrics?: boolean
+  /** The OpenTelemetry MeterProvider to record into. Default: the global one (`metrics.getMeterProvider()`). */
+  meterProvider?: MeterProvider
   /**
    * Options for the `ws` server that `@fastify/websocket` creates (the core registers it).
    * Default `maxPayload` is 1 MiB (ws's own default is 100 MiB). `handleProtocols` and `noServer`
@@ -282,11 +329,22 @@ export interface RouteDescription {
   warnings: string[]
 }
 
+/** Admissions (a resumed long-poll request is not one), denials and report-only denials per code. */
+export interface DecisionCounts {
+  allowed: number
+  denied: Record<string, number>
+  reported: Record<string, number>
+}
+
 export interface PortcullisStats {
-  /** Per route: allowed count and denials per code. */
-  routes: Record<string, { allowed: number, denied: Record<string, number>, reported: Record<string, number> }>
+  /** Per route: counts over both doors, and `transports` with each door's own. */
+  routes: Record<string, DecisionCounts & { transports: Partial<Record<Transport, DecisionCounts>> }>
   /** Live connections across both doors. */
   connections: number
+  /** Live connections per door. */
+  connectionsByTransport: Partial<Record<Transport, number>>
+  /** What happened to audit events: delivered, failed (threw, rejected, timed out), dropped (past `auditMaxInFlight`), in flight. */
+  audit: { delivered: number, failed: number, dropped: number, inFlight: number }
 }
 
 /** The one shared policy object: `fastify.wsPolicy`. */
@@ -311,7 +369,7 @@ export interface PortcullisPolicy {
    * `close` listener is logged and skips no other. Returns `false` when a guard factory threw:
    * the connection is closing with 1011, nothing was indexed, and the handler must not run.
    */
-  attach: (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string) => boolean
+  attach: (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string, transport?: Transport) => boolean
   /** Close every live connection of a session, on both doors. Returns how many were closed. */
   closeSession: (sessionId: string, code: number, reason: string) => number
   /** Number of live connections of an identity (for per-identity limits). */

@@ -183,7 +183,13 @@ t.test('stats count allowed connections and denials per route and code', async (
   await wsOpen(`${ws}/ws`, { origin: 'https://evil.example' })
   await wsOpen(`${ws}/ws`, { origin: 'https://evil2.example' })
   const s = app.wsPolicy.stats()
-  t.same(s.routes['/ws'], { allowed: 1, denied: { TEST_ORIGIN_DENIED: 2 }, reported: {} })
+  t.same(s.routes['/ws'], {
+    allowed: 1,
+    denied: { TEST_ORIGIN_DENIED: 2 },
+    reported: {},
+    transports: { websocket: { allowed: 1, denied: { TEST_ORIGIN_DENIED: 2 }, reported: {} } }
+  }, 'totals, and the WebSocket door on its own')
+  t.same(s.connectionsByTransport, { websocket: 1 })
   t.equal(s.connections, 1)
   ok.ws!.close()
 })
