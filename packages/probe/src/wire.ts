@@ -309,6 +309,8 @@ export class Connection {
       const f = this.#next()
       if (f === undefined) return
       if (f.opcode === Op.CLOSE) {
+        // answer the close (RFC 6455 §5.5.1) before letting the connection go
+        if (this.socket.writable) this.socket.write(frame({ opcode: Op.CLOSE, payload: f.payload.subarray(0, 2) }))
         this.#end({ kind: 'close', code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005 })
         return
       }
@@ -325,7 +327,8 @@ export class Connection {
     if (this.#ended !== undefined) return
     this.#ended = o
     for (const w of this.#waiters.splice(0)) w(o)
-    this.socket.destroy()
+    this.socket.end()
+    setTimeout(() => this.socket.destroy(), 100).unref()
   }
 
   #next (): ServerFrame | undefined {
