@@ -42,7 +42,9 @@ export class Context implements ConnectionContext {
   }
 
   get scheme (): 'http' | 'https' {
-    return this.request.protocol
+    // Fastify has no protocol for a request without a socket: app.injectWS()'s, which like
+    // app.inject() stands for plain http (a request from the network always has its socket)
+    return this.request.protocol ?? 'http'
   }
 
   get ip (): string {
