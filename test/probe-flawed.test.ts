@@ -39,7 +39,7 @@ const LIMITS_IDS = ['limits.declared-100mib', 'limits.endless-fragments', 'limit
 const LP_ALL = checkDefinitions.filter((d) => d.door === 'long-poll').map((d) => key(d.id, d.door))
 
 t.test('a plain ws route with no origin check fails every origin check, and ws\'s defaults fail the limits', async (tt) => {
-  const checks = await probed(tt, () => wsServer())
+  const checks = await probed(tt, () => wsServer(), true)
   expect(tt, checks, 'fail', ws([...ORIGIN_IDS, 'subprotocol.unregistered', 'subprotocol.preference', 'subprotocol.many-values',
     'handshake.version-8', 'handshake.other-path', ...LIMITS_IDS]))
   // ws itself parses frames and the protocol header strictly
@@ -47,6 +47,9 @@ t.test('a plain ws route with no origin check fails every origin check, and ws\'
     'handshake.bad-key', 'handshake.duplicate-key', 'handshake.missing-key', 'handshake.post']))
   for (const id of ['session.no-cookie', 'session.tampered', 'session.forged', 'session.tossed-first', 'session.tossed-last']) {
     tt.match(checks.get(key(id, 'websocket')), { result: 'skip', detail: /does not need one/ }, `${id} is skipped: the route does not need the cookie`)
+  }
+  for (const k of LP_ALL) {
+    tt.match(checks.get(k), { result: 'skip', detail: 'no long-poll door at /chat/_lp/open (404)' }, `${k} is skipped: --fallback, but no long-poll door`)
   }
 })
 

@@ -284,7 +284,8 @@ const fallbackChecks: CheckDef[] = [
     door: 'long-poll',
     remedy: 'add CORS headers for allowed origins only, never *, and never reflect the request\'s Origin',
     run: async (ctx) => {
-      if (ctx.lpSeen.length === 0) return skip(ctx.lpUnavailable)
+      // only the answers of a door that exists say anything about its CORS
+      if (!ctx.lpOpened) return skip(ctx.lpUnavailable)
       const allowed = new Set([ctx.origin])
       for (const { origin, answer } of ctx.lpSeen) {
         const acao = header(answer, 'access-control-allow-origin')
@@ -318,6 +319,7 @@ export async function openLongPoll (ctx: Context): Promise<void> {
   const sid = a.json?.sid
   if (a.status === 200 && typeof sid === 'string' && sid !== '') {
     ctx.lp = { sid, base: ctx.lpBase() }
+    ctx.lpOpened = true
     return
   }
   ctx.lpUnavailable = a.status === 404

@@ -107,6 +107,8 @@ export class Context {
   lp: { sid: string, base: string } | undefined
   /** Why the long-poll door could not be probed (a skip reason for its checks). */
   lpUnavailable = 'not probed (pass --fallback)'
+  /** The baseline long-poll open succeeded at some point of the run. */
+  lpOpened = false
   /** Every long-poll answer, with the Origin it was asked with (CORS is checked over all of them). */
   readonly lpSeen: Array<{ origin: string | null, answer: LpAnswer }> = []
   /** Session ids the run opened on the long-poll door (closed at the end; always redacted). */
