@@ -2,6 +2,10 @@
 // prints its minified and min+gzip sizes (the README quotes the gzip figure). Quick (esbuild), so
 // the chat example's `start` runs it every time. Tests import `bundleClient()` and build in
 // memory, so parallel test processes never race on the file.
+//
+// The bundle is src/index.ts with its imports inlined, so its API is exactly the ES module build's:
+// its declaration file re-exports dist/esm's .d.ts (written by scripts/build-package.mjs) rather
+// than a second copy of the types. `./browser` in package.json points its `types` at it.
 import { build } from 'esbuild'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
@@ -9,6 +13,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 export const outfile = root + 'dist/browser/portcullis-client.min.js'
+export const typesFile = root + 'dist/browser/portcullis-client.min.d.ts'
+const typesSource = "// Types of the browser bundle: the same API as the ES module build.\nexport * from '../esm/index.js'\n"
 
 /** The minified ES module, and its sizes in bytes. */
 export async function bundleClient () {
@@ -31,5 +37,6 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const { code, minified, gzipped } = await bundleClient()
   mkdirSync(root + 'dist/browser', { recursive: true })
   writeFileSync(outfile, code)
+  writeFileSync(typesFile, typesSource)
   console.log(`@portcullis/client browser bundle: ${outfile.slice(root.length)} ${minified} B minified, ${gzipped} B min+gzip`)
 }
