@@ -11,7 +11,7 @@ const SECRET = 'chat-page-test-secret-0123456789abcdef'
 const HOST = '127.0.0.1:3000'
 const ORIGIN = `http://${HOST}`
 
-async function chat (t: Parameters<typeof t.test>[1] extends (t: infer T) => unknown ? T : never, opts: Partial<ChatOptions> = {}) {
+async function chat (t: { teardown: (fn: () => unknown) => void }, opts: Partial<ChatOptions> = {}) {
   const app = await buildChat({ sessionSecret: SECRET, logger: false, clientBundle: Buffer.from('export class PortcullisSocket {}'), ...opts })
   t.teardown(() => app.close())
   return app
