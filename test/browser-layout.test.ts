@@ -113,12 +113,14 @@ for (const width of ['desktop', 'phone'] as const) {
       return { mine: li.classList.contains('mine'), left: r.left - p.left, right: p.right - r.right }
     }))
     t.ok(sides.filter((s) => s.mine).every((s) => s.right < s.left), 'her own lines sit on the right')
+    t.ok(await page.$$eval('#messages li.mine', (lis) => lis.length > 0 && lis.every((li) => li.querySelector('.you')?.textContent === '(you)')), 'and say "(you)"')
+    t.equal(await page.$$eval('#messages li:not(.mine) .you', (els) => els.length), 0, 'the others\' do not')
     t.ok(sides.filter((s) => !s.mine).every((s) => s.left < s.right), 'the others on the left')
     t.ok(await page.$$eval('#messages li time', (ts) => ts.length > 0 && ts.every((e) => /^\d{4}-\d\d-\d\dT/.test(e.getAttribute('datetime') ?? '') && (e.textContent ?? '') !== '')), 'every line has a time')
 
     await page.$eval('#messages', (el) => { el.scrollTop = el.scrollHeight })
     await checkLayout(t, page, 'chat')
-    await checkContrast(t, page, ['#state', '#transport', '.who', '#logout', '#send', '#messages li .user', '#messages li time', '#messages li.mine .user', '#messages li .text'], 'chat')
+    await checkContrast(t, page, ['#state', '#transport', '.who', '#logout', '#send', '#messages li .user', '#messages li time', '#messages li.mine .user', '#messages li.mine .you', '#messages li .text'], 'chat')
     await screenshot(page, `chat-${width}.png`)
 
     // focus order in the room: log out, the list (scrollable by keyboard), the message, send

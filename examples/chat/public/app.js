@@ -180,7 +180,14 @@ function addLine (msg) {
   time.dateTime = when.toISOString()
   time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
   time.title = when.toLocaleString()
-  meta.append(user, time)
+  meta.append(user)
+  if (mine) {
+    const you = document.createElement('span')
+    you.className = 'you'
+    you.textContent = '(you)'
+    meta.append(you)
+  }
+  meta.append(time)
   const text = document.createElement('span')
   text.className = 'text'
   // textContent, never innerHTML: a message is text, whatever it contains
