@@ -8,6 +8,8 @@ test('the constructor takes a URL, protocols and typed options', () => {
   expect(new PortcullisSocket('/chat', 'chat.v1', { transports: ['long-poll', 'websocket'], openTimeoutMs: 1000 })).type.not.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { transports: ['smoke-signals'] })).type.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { reconect: true })).type.toRaiseError()
+  expect(new PortcullisSocket('/chat', 'chat.v1', { pollTimeoutMarginMs: 5000 })).type.not.toRaiseError()
+  expect(new PortcullisSocket('/chat', 'chat.v1', { pollTimeoutMarginMs: '5s' })).type.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { WebSocket, headers: { origin: 'https://example.com' } })).type.not.toRaiseError()
 })
 

@@ -24,6 +24,13 @@ test('plugin options are checked', () => {
   expect(app.register(fallback, { pollTimeoutMs: '25s' })).type.toRaiseError()
   expect(app.register(fallback, { store: {} })).type.toRaiseError()
   expect<FallbackOptions>().type.toBeAssignableFrom({ maxPendingPollsPerIp: 10, maxSessions: 0 })
+  expect<FallbackOptions>().type.toBeAssignableFrom({ storeTimeoutMs: 2000, querystringParser: (q: string) => ({ q }) })
+  expect(app.register(fallback, { storeTimeoutMs: '2s' })).type.toRaiseError()
+  expect(app.register(fallback, { querystringParser: 'qs' })).type.toRaiseError()
+})
+
+test('storeTimeoutMs and querystringParser are plugin-wide, not route limits', () => {
+  expect(app.get('/ws', { websocket: true, wsPolicy: { fallback: { storeTimeoutMs: 100 } } }, () => {})).type.toRaiseError()
 })
 
 test('the long-poll socket is a PortcullisSocket, so one handler serves both doors', () => {
