@@ -157,7 +157,9 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
   // times, and one the server answered with "later" (429, 5xx) a few more, with backoff,
   // honouring Retry-After. A transient answer that outlasts its retries is returned: the caller
   // closes with it (4429, 1006 — both transient, so `reconnect` takes over).
-  async function withRetry (path: string, body?: () => unknown): Promise<Answer | undefined> {
+  // `networkRetries`: an `open` is never resent after a network failure — its answer may be what
+  // was lost, and a second open would leave a ghost session behind (the reconnect option retries).
+  async function withRetry (path: string, body?: () => unknown, networkRetries = RETRIES): Promise<Answer | undefined> {
     let failures = 0
     let later = 0
     for (;;) {
@@ -166,7 +168,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
         a = await request(path, body?.())
       } catch {
         if (done) return
-        if (failures >= RETRIES) {
+        if (failures >= networkRetries) {
           finish(1006, '', false)
           return
         }
@@ -254,7 +256,7 @@ export function openLongPoll (url: string, protocols: string[], o: PortcullisSoc
     request('close', code === undefined ? {} : { code, reason }, undefined).then(end, end)
   }
 
-  withRetry('open', () => query === undefined ? { protocols } : { protocols, query }).then((a) => {
+  withRetry('open', () => query === undefined ? { protocols } : { protocols, query }, 0).then((a) => {
     if (a === undefined || done) return
     if (a.status !== 200 || typeof a.body.sid !== 'string') return refused(a)
     sid = a.body.sid
