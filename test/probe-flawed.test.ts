@@ -11,10 +11,10 @@ import { APP_COOKIE, APP_ORIGIN, APP_PROTOCOL, APP_SID, fallbackServer, handRoll
 const key = (id: string, door: string): string => `${id}@${door}`
 const failedSomewhere = new Set<string>()
 
-async function probed (tt: Test, start: () => Promise<Running>, fallback = false): Promise<Map<string, Check>> {
+async function probed (tt: Test, start: () => Promise<Running>, fallback = false, timeoutMs = 1000): Promise<Map<string, Check>> {
   const server = await start()
   tt.teardown(() => server.close())
-  const report = await probe({ url: server.url, origin: APP_ORIGIN, cookie: APP_COOKIE, protocol: APP_PROTOCOL, fallback, timeoutMs: 1000, ratePerSecond: 50 })
+  const report = await probe({ url: server.url, origin: APP_ORIGIN, cookie: APP_COOKIE, protocol: APP_PROTOCOL, fallback, timeoutMs, ratePerSecond: 50 })
   tt.notOk(JSON.stringify(report).includes(APP_SID), 'the cookie is redacted from every detail')
   tt.equal(report.findings, report.checks.filter((c) => c.result === 'fail').length, 'findings counts the failures')
   const byKey = new Map(report.checks.map((c) => [key(c.id, c.door), c]))
@@ -76,7 +76,8 @@ t.test('a session check that only looks for a cookie fails the tampered, forged 
 })
 
 t.test('a hand-rolled upgrade that never parses frames fails every handshake, protocol-parsing, framing and limits check', async (tt) => {
-  const checks = await probed(tt, handRolled)
+  // it never answers a ping: each framing and limits check waits out the timeout twice
+  const checks = await probed(tt, handRolled, false, 500)
   expect(tt, checks, 'fail', ws(['handshake.version-8', 'handshake.http-1.0', 'handshake.bad-key', 'handshake.duplicate-key', 'handshake.missing-key',
     'handshake.post', 'handshake.missing-host', 'handshake.other-path', 'subprotocol.unregistered', 'subprotocol.preference',
     'subprotocol.empty-element', 'subprotocol.bad-token', 'subprotocol.duplicate', 'subprotocol.many-values', ...FRAMING_IDS, ...LIMITS_IDS]))
@@ -105,6 +106,13 @@ t.test('a lax fallback (checks at open only, any body, JSONP, counter ids, no no
     'fallback.sid-without-cookie', 'fallback.sid-other-cookie', 'fallback.cache-headers']))
   expect(tt, checks, 'pass', lp(['session.no-cookie', 'fallback.no-marker-open', 'fallback.no-marker-poll', 'fallback.no-marker-send',
     'fallback.cors-preflight', 'fallback.cors-responses']))
+})
+
+t.test('a server that ends every accepted connection at once gets framing and limits checks skipped, never passed', async (tt) => {
+  const checks = await probed(tt, () => wsServer({ origin: (o) => o === APP_ORIGIN, echoProtocol: false, path: '/chat', closeOnConnect: true }))
+  for (const k of ws([...FRAMING_IDS, ...LIMITS_IDS])) {
+    tt.match(checks.get(k), { result: 'skip', detail: /ends an accepted connection before any bad frame \(close 1008\)/ }, `${k} is skipped with the reason`)
+  }
 })
 
 t.test('every check fails against at least one flawed server (session.no-cookie, by design, skips instead)', async (tt) => {

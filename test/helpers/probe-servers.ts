@@ -54,6 +54,8 @@ export interface WsFlaws {
   path?: string
   /** Put the request's Origin and Cookie in the refusal body. */
   echoRefusal?: boolean
+  /** Close every accepted connection at once with 1008 (an after-the-fact check). */
+  closeOnConnect?: boolean
 }
 
 /** A plain `ws` server with the checks (or lack of them) a route typically has. */
@@ -70,6 +72,7 @@ export async function wsServer (flaws: WsFlaws = {}): Promise<Running> {
   } as ConstructorParameters<typeof WebSocketServer>[0])
   wss.on('connection', (ws) => {
     ws.on('error', () => {})
+    if (flaws.closeOnConnect === true) ws.close(1008, 'policy')
     ws.on('message', (m) => ws.send(String(m)))
   })
   server.on('upgrade', function upgrade (req: IncomingMessage, socket: Duplex, head: Buffer) {

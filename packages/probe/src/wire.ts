@@ -256,9 +256,10 @@ export type Outcome =
 export class Connection {
   readonly socket: Socket
   #buf: Buffer
-  #waiters: Array<(o: Outcome) => void> = []
+  #waiters: Array<{ ping: string | undefined, wake: (o: Outcome) => void }> = []
   #ended: Outcome | undefined
-  #pongs = 0
+  /** Payloads of the pongs received: a pong counts only for the ping that asked for it. */
+  readonly #pongs = new Set<string>()
 
   constructor (socket: Socket, rest: Buffer) {
     this.socket = socket
@@ -282,16 +283,23 @@ export class Connection {
 
   /**
    * Wait for the server's verdict: a close frame or a dropped connection (it refused what was
-   * sent), a pong (it carried on), or nothing within `ms`.
+   * sent), the pong to the ping with payload `ping` (it carried on), or nothing within `ms`.
    */
-  outcome (ms: number): Promise<Outcome> {
+  outcome (ms: number, ping?: string): Promise<Outcome> {
     if (this.#ended !== undefined) return Promise.resolve(this.#ended)
-    if (this.#pongs > 0) { this.#pongs--; return Promise.resolve({ kind: 'pong' }) }
+    if (ping !== undefined && this.#pongs.has(ping)) return Promise.resolve({ kind: 'pong' })
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.#waiters = this.#waiters.filter((w) => w !== waiter); resolve({ kind: 'timeout' }) }, ms)
-      const waiter = (o: Outcome): void => { clearTimeout(timer); resolve(o) }
+      const waiter = { ping, wake: (o: Outcome): void => { clearTimeout(timer); resolve(o) } }
       this.#waiters.push(waiter)
     })
+  }
+
+  /** Send a ping with a fresh payload; returns the payload to wait for with `outcome`. */
+  async ping (): Promise<string> {
+    const id = 'probe-' + randomBytes(6).toString('hex')
+    await this.write(frame({ opcode: Op.PING, payload: id }))
+    return id
   }
 
   /** Say goodbye politely (a masked close 1000) and free the socket. */
@@ -315,9 +323,12 @@ export class Connection {
         return
       }
       if (f.opcode === Op.PONG) {
-        const w = this.#waiters.shift()
-        if (w !== undefined) w({ kind: 'pong' })
-        else this.#pongs++
+        const id = f.payload.toString('latin1')
+        this.#pongs.add(id)
+        for (const w of this.#waiters.filter((x) => x.ping === id)) {
+          this.#waiters.splice(this.#waiters.indexOf(w), 1)
+          w.wake({ kind: 'pong' })
+        }
       }
       // server data frames and pings are not the probe's business
     }
@@ -326,7 +337,7 @@ export class Connection {
   #end (o: Outcome): void {
     if (this.#ended !== undefined) return
     this.#ended = o
-    for (const w of this.#waiters.splice(0)) w(o)
+    for (const w of this.#waiters.splice(0)) w.wake(o)
     this.socket.end()
     setTimeout(() => this.socket.destroy(), 100).unref()
   }
