@@ -4,6 +4,9 @@ import portcullis from '../src/index.js'
 import type { AuditEvent, ConnectionGuardFactory, PortcullisOptions } from '../src/index.js'
 import { captureLogs, closed, listen, nextMessages, rawHttp, upgradeHeaders, waitFor, wsOpen, type LogCapture } from '../../../test/helpers/index.js'
 import { testOriginStage } from './helpers.js'
+import { IncomingMessage } from 'node:http'
+import { Socket } from 'node:net'
+import { checkHandshake, isInjectedUpgrade } from '../src/handshake.js'
 
 /**
  * WebSocket-door fault containment (issue 19): application code that throws, rejects or hangs
@@ -282,4 +285,18 @@ t.test('the real-upgrade handshake checks are not weakened by the injectWS allow
   const noHost = await rawHttp(port, ['GET /ws HTTP/1.1', ...upgradeHeaders(`127.0.0.1:${port}`, { Host: null })].join('\r\n') + '\r\n\r\n')
   t.equal(noHost.status, 400, 'Host is still required on the network')
   t.equal(JSON.parse(noHost.body).code, 'PORTCULLIS_BAD_HANDSHAKE')
+})
+
+t.test('only injectWS\'s plain-object request is taken for an injected one, never a request from Node\'s parser', async (t) => {
+  const headers = { host: 'localhost', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': 13 }
+  const injected = { method: 'GET', url: '/ws', httpVersion: '1.1', headers }
+  t.ok(isInjectedUpgrade(injected as never))
+  t.equal(checkHandshake(injected as never), undefined, 'accepted: HTTP/1.1 and version 13 as injectWS sets them')
+  // an IncomingMessage without parsed version numbers, dressed like the injected one
+  const parsed = Object.assign(new IncomingMessage(new Socket()), { httpVersion: '1.1', headers: { ...headers } })
+  t.notOk(isInjectedUpgrade(parsed))
+  t.same(checkHandshake(parsed), { status: 400, detail: 'HTTP/1.1 required' })
+  // a plain object that has version numbers (a test double of a parsed request) is not injected either
+  t.notOk(isInjectedUpgrade({ ...injected, httpVersionMajor: 1, httpVersionMinor: 1 } as never))
+  t.equal(checkHandshake({ ...injected, httpVersionMajor: 1, httpVersionMinor: 1 } as never)?.status, 426, 'the number 13 is not the header "13"')
 })
