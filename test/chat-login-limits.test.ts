@@ -129,3 +129,21 @@ t.test('wrong limit options fail at startup with a message saying what is allowe
   await t.rejects(buildChat({ sessionSecret: secret, logger: false, clientBundle: Buffer.from(''), loginRateLimit: { max: 0 } }), /loginRateLimit\.max must be a whole number ≥ 1/)
   await t.rejects(buildChat({ sessionSecret: secret, logger: false, clientBundle: Buffer.from(''), loginBackoff: { baseMs: -1 } }), /loginBackoff\.baseMs must be a whole number ≥ 1/)
 })
+
+t.test('the backoff remembers at most maxAccounts accounts, forgetting the oldest failure first', async (t) => {
+  const { LoginBackoff } = await import('../examples/chat/src/login-backoff.js')
+  const b = new LoginBackoff({ freeFailures: 0, baseMs: 1000, maxAccounts: 2 })
+  const now = 1_000_000
+  b.fail('a', now)
+  b.fail('b', now + 1)
+  t.equal(b.size, 2)
+  b.fail('c', now + 2)
+  t.equal(b.size, 2, 'a made-up name cannot grow the table past its cap')
+  t.equal(b.wait('a', now + 3), 0, 'the oldest was forgotten')
+  t.ok(b.wait('b', now + 3) > 0 && b.wait('c', now + 3) > 0, 'the newer ones still wait')
+  t.equal(b.wait('b', now + 1 + 900_000), 0, 'forgotten after forgetMs without a failure')
+  const capped = new LoginBackoff({ freeFailures: 0, baseMs: 1000, maxMs: 5000 })
+  let last = 0
+  for (let i = 0; i < 50; i++) last = capped.fail('x', now + i)
+  t.equal(last, 5000, 'the wait never exceeds maxMs, however many failures')
+})
