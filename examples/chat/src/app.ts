@@ -16,7 +16,7 @@ import fastifyCookie from '@fastify/cookie'
 import fastifyHelmet from '@fastify/helmet'
 import fastifyStatic from '@fastify/static'
 import fastifyRateLimit from '@fastify/rate-limit'
-import portcullis from '@portcullis/policy'
+import portcullis, { type PortcullisOptions } from '@portcullis/policy'
 import originGuard, { requireAllowedOrigin, selfOrigin } from '@portcullis/origin-guard'
 import cookieSession from '@portcullis/cookie-session'
 import subprotocols, { json } from '@portcullis/subprotocols'
@@ -71,6 +71,10 @@ export interface ChatOptions {
    * with `Retry-After`). Default: 3 free failures, then 1 s doubling up to 5 minutes.
    */
   loginBackoff?: LoginBackoffOptions
+  /** Where Portcullis records its metrics (see `startMetricsServer` in telemetry.ts). Default: the global OpenTelemetry provider (a no-op without an SDK). */
+  meterProvider?: PortcullisOptions['meterProvider']
+  /** Portcullis's audit sink for every security event (see `jsonLinesAudit` in telemetry.ts). Default: none. */
+  audit?: PortcullisOptions['audit']
 }
 
 /** Demo accounts. Passwords compared in constant time; a real app would hash them. */
@@ -100,7 +104,7 @@ export async function buildChat (opts: ChatOptions): Promise<FastifyInstance> {
   const shared: Shared = redisUrl === undefined ? memoryShared() : await redisShared(redisUrl, prefix, app.log)
   app.addHook('onClose', async function closeShared () { await shared.close() })
 
-  await app.register(portcullis, { websocket: { maxPayload: 64 * 1024 } })
+  await app.register(portcullis, { websocket: { maxPayload: 64 * 1024 }, meterProvider: opts.meterProvider, audit: opts.audit })
   // after the core, so that @fastify/websocket has marked upgrades (request.ws) and closes the
   // socket once the refusal is sent
   if (opts.refuseUpgrades === true) {
