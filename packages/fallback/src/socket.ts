@@ -248,7 +248,7 @@ export class LongPollSocket extends EventEmitter implements PortcullisSocket {
       this.#log.debug({ err, portcullis: { route: this.#route } }, `portcullis: ${what} failed again`)
     } else {
       this.#failed = true
-      this.#log.error({ err, portcullis: { route: this.#route, close: CloseCodes.INTERNAL_ERROR } }, `portcullis: ${what} failed`)
+      this.#log.error({ err, portcullis: { route: this.#route, close: CloseCodes.INTERNAL_ERROR } }, `portcullis: ${what} failed; connection closed`)
     }
     if (this.#state === OPEN) this.close(CloseCodes.INTERNAL_ERROR, INTERNAL_CLOSE)
   }
