@@ -286,8 +286,8 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
           waiting.add(wake)
           timer = setTimeout(wake, limits.pollTimeoutMs, 'timeout')
           const reason = await woken
-          // Aborted: the answer goes nowhere, but it is sent, so Fastify finishes the request
-          // (onResponse hooks, logs). Nothing is lost: frames stay queued until a poll acks them.
+          // Aborted: the answer goes nowhere, but it is sent (onSend hooks run), so no reply is
+          // left pending. Nothing is lost: frames stay queued until a poll acks them.
           if (reason === 'aborted' || reason === 'superseded') return emptyPoll(reply, first.inAck)
           const next = await store.readOutbound(sid, ack, readLimits)
           if (!next.found) return unknownSession(reply)
