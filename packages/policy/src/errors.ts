@@ -36,3 +36,4 @@ export const PORTCULLIS_UNSUPPORTED_VERSION = createError('PORTCULLIS_UNSUPPORTE
 export const PORTCULLIS_NOT_A_WEBSOCKET_ROUTE = createError('PORTCULLIS_NOT_A_WEBSOCKET_ROUTE', 'This route does not accept WebSocket upgrades', 400)
 export const PORTCULLIS_STAGE_FAILED = createError('PORTCULLIS_STAGE_FAILED', 'The connection could not be checked', 500)
 export const PORTCULLIS_STAGE_TIMEOUT = createError('PORTCULLIS_STAGE_TIMEOUT', 'The connection could not be checked in time', 503)
+export const PORTCULLIS_SHUTTING_DOWN = createError('PORTCULLIS_SHUTTING_DOWN', 'The server is shutting down', 503)

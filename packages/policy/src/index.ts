@@ -15,7 +15,7 @@ import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { CloseCodes } from './close-codes.js'
 import {
   PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_DUPLICATE_POLICY, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
-  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_SCOPED_REGISTRATION, PORTCULLIS_STAGE_FAILED, PORTCULLIS_UNSUPPORTED_VERSION,
+  PORTCULLIS_NOT_A_WEBSOCKET_ROUTE, PORTCULLIS_SCOPED_REGISTRATION, PORTCULLIS_SHUTTING_DOWN, PORTCULLIS_STAGE_FAILED, PORTCULLIS_UNSUPPORTED_VERSION,
   PORTCULLIS_WEBSOCKET_ALREADY_REGISTERED
 } from './errors.js'
 
@@ -220,6 +220,13 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     options: { ...options.websocket, handleProtocols: portcullisHandleProtocols } as never,
     errorHandler: socketErrorHandler(connections) as never,
     preClose: function portcullisPreClose (this: FastifyInstance, done: (err?: Error) => void) {
+      // handshakes still waiting for an async stage are answered now (503), not held until
+      // stageTimeoutMs: Node's server.close() waits for their sockets
+      for (const reply of pendingUpgrades) {
+        reply.request.log.info({ portcullis: { code: 'PORTCULLIS_SHUTTING_DOWN' } }, 'portcullis: handshake in evaluation refused at shutdown')
+        replyDenial(reply, denialOf(new PORTCULLIS_SHUTTING_DOWN()))
+      }
+      pendingUpgrades.clear()
       connections.closeAll()
       const server = (this as FastifyInstance & { websocketServer: WebSocketServer }).websocketServer
       server.close(() => done())
@@ -251,6 +258,9 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     done()
   })
 
+  /** Upgrades waiting for an async stage's answer (answered at shutdown). */
+  const pendingUpgrades = new Set<FastifyReply>()
+
   function guardUpgrade (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     // A plain GET to a WebSocket route: @fastify/websocket answers 404, no policy needed.
     if (!request.ws) return done()
@@ -265,7 +275,12 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
     const decision = pipeline.evaluate(new Context(request, 'websocket', route.url, joinProtocols(request)), route)
     if (isPromise(decision)) {
-      decision.then((d) => settle(d, request, reply, done), (err) => {
+      pendingUpgrades.add(reply)
+      decision.then((d) => {
+        // answered at shutdown already: a late allow must not open a connection now
+        if (pendingUpgrades.delete(reply)) settle(d, request, reply, done)
+      }, (err) => {
+        if (!pendingUpgrades.delete(reply)) return
         // the pipeline turns stage failures into denials; this is a fault of the core itself
         request.log.error({ err, portcullis: { route: route.url } }, 'portcullis: evaluation failed')
         replyDenial(reply, denialOf(new PORTCULLIS_STAGE_FAILED()))

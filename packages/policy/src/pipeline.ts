@@ -206,6 +206,9 @@ export class Pipeline {
           reject(err)
         }
       }, this.stageTimeoutMs)
+      // the connection's socket keeps the process alive, not this timer (after fastify.close(),
+      // which answers pending handshakes itself, it must not hold the process for its duration)
+      timer.unref()
       pending.then(
         (r) => {
           if (decided) return

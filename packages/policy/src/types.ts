@@ -315,8 +315,8 @@ export interface PortcullisOptions {
    * How long one async stage (a session store, an auth service) may take, in milliseconds. A
    * stage that has not settled by then fails closed: 503 `PORTCULLIS_STAGE_TIMEOUT` on both
    * doors, audited like any denial, and the upgrade socket is answered and closed instead of
-   * held (once Node has emitted `upgrade`, no HTTP timeout covers it). It also bounds how long
-   * `fastify.close()` waits for handshakes in evaluation. Default `5000`.
+   * held (once Node has emitted `upgrade`, no HTTP timeout covers it). `fastify.close()` does not
+   * wait for it: handshakes still in evaluation get 503 `PORTCULLIS_SHUTTING_DOWN`. Default `5000`.
    */
   stageTimeoutMs?: number
 }
