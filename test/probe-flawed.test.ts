@@ -115,6 +115,14 @@ t.test('a server that ends every accepted connection at once gets framing and li
   }
 })
 
+t.test('a route behind a rate limiter that answers 429 gets its checks skipped, never passed', async (tt) => {
+  const checks = await probed(tt, () => wsServer({ limitAfter: 1 }))
+  for (const k of ws([...ORIGIN_IDS, 'subprotocol.unregistered', 'handshake.version-8'])) {
+    tt.match(checks.get(k), { result: 'skip', detail: /answered 429 \(rate limit or overload\), which proves nothing/ }, `${k} is skipped`)
+  }
+  tt.same([...checks.values()].filter((c) => c.door === 'websocket' && c.result !== 'skip'), [], 'nothing passes or fails on 429s')
+})
+
 t.test('every check fails against at least one flawed server (session.no-cookie, by design, skips instead)', async (tt) => {
   const never = checkDefinitions.map((d) => key(d.id, d.door)).filter((k) => !failedSomewhere.has(k))
   tt.same(never.sort(), ['session.no-cookie@long-poll', 'session.no-cookie@websocket'])

@@ -56,6 +56,8 @@ export interface WsFlaws {
   echoRefusal?: boolean
   /** Close every accepted connection at once with 1008 (an after-the-fact check). */
   closeOnConnect?: boolean
+  /** Answer 429 to every upgrade after this many (a rate limiter in front of the route). */
+  limitAfter?: number
 }
 
 /** A plain `ws` server with the checks (or lack of them) a route typically has. */
@@ -75,8 +77,10 @@ export async function wsServer (flaws: WsFlaws = {}): Promise<Running> {
     if (flaws.closeOnConnect === true) ws.close(1008, 'policy')
     ws.on('message', (m) => ws.send(String(m)))
   })
+  let upgrades = 0
   server.on('upgrade', function upgrade (req: IncomingMessage, socket: Duplex, head: Buffer) {
     socket.on('error', () => {})
+    if (flaws.limitAfter !== undefined && ++upgrades > flaws.limitAfter) return refuse(socket, 429)
     const why = flaws.echoRefusal === true ? `refused: origin ${req.headers.origin ?? ''} cookie ${req.headers.cookie ?? ''}` : ''
     if (flaws.path !== undefined && req.url !== flaws.path) return refuse(socket, 404, why)
     if (flaws.origin !== undefined && !flaws.origin(req.headers.origin)) return refuse(socket, 403, why)

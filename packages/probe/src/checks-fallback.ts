@@ -7,7 +7,7 @@
  */
 import { fail, pass, skip, type CheckDef, type Verdict } from './check.js'
 import { cookiePairs, describe, forge, joinCookies, Skip, tamper, type Context, type LpAnswer, type LpSpec } from './context.js'
-import { lookalikes } from './checks-websocket.js'
+import { busy, lookalikes } from './checks-websocket.js'
 import { delay, header, WireError } from './wire.js'
 
 const UNREGISTERED = 'portcullis-probe.unregistered'
@@ -36,6 +36,7 @@ async function lpRefused (ctx: Context, endpoint: 'open' | 'poll' | 'send' | 'cl
     throw err
   }
   if (answer.status >= 200 && answer.status < 300) return fail(`${what}: accepted with ${answer.status}`)
+  busy(answer.status, what)
   return pass(`${what}: refused with ${describe(answer)}`)
 }
 
@@ -94,7 +95,10 @@ const lpDoorChecks: CheckDef[] = [
     run: async (ctx) => {
       live(ctx)
       const a = await ctx.lpOpen({}, [UNREGISTERED])
-      if (a.status !== 200) return pass(`open offering ${UNREGISTERED}: refused with ${describe(a)}`)
+      if (a.status !== 200) {
+        busy(a.status, `open offering ${UNREGISTERED}`)
+        return pass(`open offering ${UNREGISTERED}: refused with ${describe(a)}`)
+      }
       const p = a.json?.protocol
       if (p === UNREGISTERED) return fail(`open offering ${UNREGISTERED}: the server selected it`)
       return pass(`open offering ${UNREGISTERED}: accepted with protocol ${JSON.stringify(p ?? '')}`)

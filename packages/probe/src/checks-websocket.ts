@@ -41,7 +41,13 @@ async function refused (ctx: Context, spec: UpgradeSpec, what: string): Promise<
     await up.conn.close()
     return fail(`${what}: accepted with 101${up.selected !== undefined ? ` (protocol ${up.selected})` : ''}`)
   }
+  busy(up.answer.status, what)
   return pass(`${what}: refused with ${describe(up.answer)}`)
+}
+
+/** A 429 or 503 refuses everything alike: it says nothing about the check. */
+export function busy (status: number, what: string): void {
+  if (status === 429 || status === 503) throw new Skip(`${what}: answered ${status} (rate limit or overload), which proves nothing; try a lower --rate`)
 }
 
 function originCheck (id: string, value: (o: Record<string, string>) => string | string[] | null, what: (v: string) => string, remedy: string): CheckDef {
@@ -146,7 +152,10 @@ const subprotocolChecks: CheckDef[] = [
     remedy: 'select only subprotocols the server implements (RFC 6455 §4.2.2); never echo the offer',
     run: async (ctx) => {
       const up = await ctx.upgrade({ protocol: UNREGISTERED })
-      if (up.conn === undefined) return pass(`offer ${UNREGISTERED}: refused with ${describe(up.answer)}`)
+      if (up.conn === undefined) {
+        busy(up.answer.status, `offer ${UNREGISTERED}`)
+        return pass(`offer ${UNREGISTERED}: refused with ${describe(up.answer)}`)
+      }
       await up.conn.close()
       if (up.selected === undefined) return pass(`offer ${UNREGISTERED}: accepted without selecting a subprotocol`)
       return fail(`offer ${UNREGISTERED}: the server selected "${up.selected}"`)
@@ -160,6 +169,7 @@ const subprotocolChecks: CheckDef[] = [
     run: async (ctx) => {
       if (ctx.protocol === undefined) return skip('no --protocol given')
       const up = await ctx.upgrade({ protocol: `${UNREGISTERED}, ${ctx.protocol}` })
+      if (up.conn === undefined) busy(up.answer.status, `offer "${UNREGISTERED}, ${ctx.protocol}"`)
       if (up.conn === undefined) return fail(`offer "${UNREGISTERED}, ${ctx.protocol}": refused with ${describe(up.answer)}, though ${ctx.protocol} was offered`)
       await up.conn.close()
       if (up.selected === ctx.protocol) return pass(`offer "${UNREGISTERED}, ${ctx.protocol}": selected ${ctx.protocol}`)
@@ -251,6 +261,7 @@ const handshakeChecks: CheckDef[] = [
         await up.conn.close()
         return skip('the foreign origin was accepted, so there is no refusal to inspect (see origin.cross-site)')
       }
+      busy(up.answer.status, 'a foreign origin with a marked cookie')
       const body = up.answer.body.toString('latin1')
       const secrets = [marker, ...(ctx.cookie === undefined ? [] : cookiePairs(ctx.cookie).map(([, v]) => v).filter((v) => v.length >= 6))]
       if (secrets.some((s) => body.includes(s) || body.includes(encodeURIComponent(s)))) {
