@@ -15,7 +15,8 @@ import { startFastifyWs, startWs } from './servers/bare.js'
 import { startPortcullis } from './servers/portcullis.js'
 import type { BenchServer } from './servers/types.js'
 import { closeAll, openMany } from './lib/ws-load.js'
-import { ORIGIN, PROTOCOL, WS_PATH } from './lib/fixture.js'
+import { sign } from '@fastify/cookie'
+import { browserHeaders, COOKIE_NAME, SECRET, SESSION_ID, WS_PATH } from './lib/fixture.js'
 
 type Census = Map<string, { count: number, bytes: number }>
 
@@ -23,7 +24,8 @@ const starters: Record<string, () => Promise<BenchServer>> = {
   ws: startWs,
   'fastify-ws': startFastifyWs,
   portcullis: () => startPortcullis({ inspect: true }),
-  'portcullis-relay': () => startPortcullis({ inspect: false })
+  'portcullis-relay': () => startPortcullis({ inspect: false }),
+  'portcullis-otel': () => startPortcullis({ inspect: true, telemetry: true })
 }
 
 async function gc (): Promise<void> {
@@ -62,8 +64,9 @@ async function census (): Promise<Census> {
 
 async function perConnection (name: string, n: number): Promise<Census> {
   const server = await starters[name]()
-  const cookie = server.clientHeaders?.find(([h]) => h === 'Cookie')?.[1] ?? 'sid=none'
-  const target = { port: server.port, serverPid: process.pid, path: WS_PATH, headers: [['Origin', ORIGIN], ['Cookie', cookie], ['Sec-WebSocket-Protocol', PROTOCOL]] as Array<[string, string]> }
+  // the same bytes for every contender (the bare servers mint no cookie: the same signed one)
+  const headers = browserHeaders(`${COOKIE_NAME}=${sign(SESSION_ID, SECRET)}`)
+  const target = { port: server.port, serverPid: process.pid, path: WS_PATH, headers }
   await closeAll((await openMany(target, 100, 20)).map(o => o.socket))
   const before = await census()
   const open = await openMany(target, n, 50)

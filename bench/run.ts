@@ -58,6 +58,7 @@ const LABELS: Record<string, string> = {
   portcullis: 'Portcullis full policy',
   'portcullis-relay': 'Portcullis full policy, relay (no inspection)',
   'portcullis-nocache': 'Portcullis full policy, session cache off (HMAC every handshake)',
+  'portcullis-otel': 'Portcullis full policy, telemetry on (OpenTelemetry SDK MeterProvider + reader)',
   'socketio-polling': 'socket.io, polling only',
   'socketio-ws': 'socket.io, websocket only (context)'
 }
@@ -146,9 +147,9 @@ function ratioCheck (sc: ScenarioResult, key: string, name: string, goal: number
   return checks
 }
 
-function costRatio (sc: ScenarioResult, key: string): { median: number, min: number, max: number } | undefined {
+function costRatio (sc: ScenarioResult, key: string, baseKey: string | null = sc.baseline): { median: number, min: number, max: number } | undefined {
   const row = sc.rows.find(r => r.key === key)
-  const base = sc.rows.find(r => r.key === sc.baseline)
+  const base = sc.rows.find(r => r.key === baseKey)
   if (row === undefined || base === undefined) return undefined
   const ratios: number[] = []
   for (const s of row.samples) {
@@ -161,6 +162,27 @@ function costRatio (sc: ScenarioResult, key: string): { median: number, min: num
   return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) }
 }
 
+/**
+ * Issue 16: with a real OpenTelemetry SDK installed, the WebSocket rows move by at most 2%. The
+ * telemetry row against the default row (no-op meter), paired per repeat, both ways.
+ */
+function telemetryCheck (sc: ScenarioResult, what: string): TargetCheck[] {
+  const on = sc.rows.find(r => r.key === 'portcullis-otel')
+  const off = sc.rows.find(r => r.key === 'portcullis')
+  if (on === undefined || off === undefined) return []
+  const ratios: number[] = []
+  for (const s of on.samples) {
+    const b = off.samples.find(x => x.rep === s.rep)
+    if (b !== undefined && b.value > 0 && Number.isFinite(s.value)) ratios.push(sc.higherIsBetter ? s.value / b.value : b.value / s.value)
+  }
+  const fmtR = (r: { median: number, min: number, max: number }): string => `${r.median.toFixed(3)}× (${r.min.toFixed(2)}–${r.max.toFixed(2)})`
+  const r = ratios.length === 0 ? undefined : { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) }
+  const checks: TargetCheck[] = [{ name: `${what}: telemetry on vs off (metrics: true with no SDK)`, target: '≥ 0.98×', value: r === undefined ? 'not measured' : fmtR(r), met: r === undefined ? null : r.median >= 0.98 }]
+  const c = sc.higherIsBetter ? costRatio(sc, 'portcullis-otel', 'portcullis') : undefined
+  if (c !== undefined) checks.push({ name: `${what}: telemetry on vs off — from server CPU per op`, target: '≥ 0.98×', value: fmtR(c), met: c.median >= 0.98 })
+  return checks
+}
+
 function scenario (id: string, title: string, metric: string, unit: string, higherIsBetter: boolean, baseline: string | null, rows: Row[]): ScenarioResult {
   return { id, title, metric, unit, higherIsBetter, baseline, rows, notes: [], targets: [], partial: [], seconds: 0 }
 }
@@ -168,7 +190,7 @@ function scenario (id: string, title: string, metric: string, unit: string, high
 // ── 1. handshakes ─────────────────────────────────────────────────────────────────────────────
 async function handshakes (): Promise<ScenarioResult> {
   // the no-cache row shows what the verified-cookie cache saves; full mode only (time)
-  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis'] : ['ws', 'fastify-ws', 'portcullis', 'portcullis-nocache']
+  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel'] : ['ws', 'fastify-ws', 'portcullis', 'portcullis-nocache', 'portcullis-otel']
   const sc = scenario('handshake', '1. Handshakes — open→close cycles/s at 50 concurrent; upgrade latency at concurrency 1', 'handshakes/s', 'handshakes/s', true, 'fastify-ws', rowsFor(contenders))
   await interleaved(contenders, sc.rows, async (server, rep) => {
     const r = await job({ kind: 'handshake', target: target(server), concurrency: 50, warmupMs: config.warmupMs, windowMs: config.windowMs, latencyCount: config.latencyCount, latencyMaxMs: config.latencyMaxMs }, 60_000)
@@ -176,29 +198,31 @@ async function handshakes (): Promise<ScenarioResult> {
     return [{ key: server.contender, sample: { rep, value: t.rate, serverCpu: t.serverCpu, clientCpu: t.clientCpu, errors: t.errors + r.latency.errors, lastError: t.lastError ?? r.latency.lastError, extra: { 'server µs/op': usPerOp(t), 'p50 ms (c=1)': r.latency.p50, 'p99 ms (c=1)': r.latency.p99 } } }]
   })
   sc.targets.push(...ratioCheck(sc, 'portcullis', 'Handshakes, full policy vs bare @fastify/websocket', 0.95))
+  sc.targets.push(...telemetryCheck(sc, 'Handshakes'))
   sc.partial = partialParts().filter(p => !p.startsWith('inspection'))
-  sc.notes.push('Every handshake sends the same request to every contender (Origin, signed session Cookie, Sec-WebSocket-Protocol), checks the 101 and Sec-WebSocket-Accept, sends a masked close frame and waits for the server to close. Latency is connect → verified 101. All handshakes carry the same session cookie, so the Portcullis row verifies its HMAC once and then hits the cookie-session plugin\'s cache of verified values (what a reconnecting client costs); the cache-off row pays HMAC-SHA256 on every handshake.')
+  sc.notes.push('Every handshake sends the same browser-like request to every contender (Origin, User-Agent, Accept-Language, Cache-Control/Pragma, a Cookie header of three cookies with the signed session between two unrelated ones, the permessage-deflate offer, Sec-WebSocket-Protocol), checks the 101 and Sec-WebSocket-Accept, sends a masked close frame and waits for the server to close. Latency is connect → verified 101. All handshakes carry the same session cookie, so the Portcullis row verifies its HMAC once and then hits the cookie-session plugin\'s cache of verified values (what a reconnecting client costs); the cache-off row pays HMAC-SHA256 on every handshake.')
   return sc
 }
 
 // ── 2. echo ───────────────────────────────────────────────────────────────────────────────────
 async function echo (): Promise<ScenarioResult> {
-  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay']
+  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-otel']
   const sc = scenario('echo', '2. Echo — messages/s, 100 connections × 10 in flight, 64-byte JSON text', 'messages/s', 'messages/s', true, 'fastify-ws',
-    rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis full policy + JSON-Schema inspection' : LABELS[c]))
+    rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis full policy + JSON-Schema inspection' : c === 'portcullis-otel' ? 'Portcullis full policy + JSON-Schema inspection, telemetry on (OpenTelemetry SDK)' : LABELS[c]))
   await interleaved(contenders, sc.rows, async (server, rep) => {
     const r = await job({ kind: 'echo', target: target(server), message: MESSAGE, conns: 100, inFlight: 10, warmupMs: config.warmupMs, windowMs: config.windowMs }, 60_000)
     return [{ key: server.contender, sample: { rep, value: r.rate, serverCpu: r.serverCpu, clientCpu: r.clientCpu, errors: r.errors, lastError: r.lastError, extra: { 'server µs/op': usPerOp(r) } } }]
   })
   sc.targets.push(...ratioCheck(sc, 'portcullis', 'Echo with inspection vs bare @fastify/websocket', 0.90))
-  sc.targets.push(...ratioCheck(sc, 'portcullis-relay', 'Relay without inspection vs bare @fastify/websocket', 0.97))
+  sc.targets.push(...ratioCheck(sc, 'portcullis-relay', 'Relay without inspection vs bare @fastify/websocket', 0.98))
+  sc.targets.push(...telemetryCheck(sc, 'Echo'))
   sc.partial = partialParts()
   return sc
 }
 
 // ── 3. idle memory ────────────────────────────────────────────────────────────────────────────
 async function idle (): Promise<ScenarioResult> {
-  const contenders = ['ws', 'fastify-ws', 'portcullis']
+  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel']
   const sc = scenario('idle', `3. Idle memory — heap per connection at ${config.idleConns.toLocaleString('en-US')} open connections`, 'heap bytes/conn', 'bytes', false, 'fastify-ws', rowsFor(contenders))
   for (let rep = 0; rep < config.idleReps && (rep === 0 || !overBudget()); rep++) {
     for (const c of order(contenders, rep)) {
@@ -234,7 +258,10 @@ async function idle (): Promise<ScenarioResult> {
   const p = sum.find(r => r.key === 'portcullis')
   const f = sum.find(r => r.key === 'fastify-ws')
   const delta = p !== undefined && f !== undefined && p.n > 0 && f.n > 0 ? p.median - f.median : undefined
-  sc.targets.push({ name: 'Idle heap, full policy over bare @fastify/websocket', target: '≤ +1,024 bytes/conn', value: delta === undefined ? 'not measured' : `${delta >= 0 ? '+' : ''}${fmt(delta, 0)} bytes/conn`, met: delta === undefined ? null : delta <= 1024 })
+  sc.targets.push({ name: 'Idle heap, full policy over bare @fastify/websocket', target: '≤ +512 bytes/conn', value: delta === undefined ? 'not measured' : `${delta >= 0 ? '+' : ''}${fmt(delta, 0)} bytes/conn`, met: delta === undefined ? null : delta <= 512 })
+  const o = sum.find(r => r.key === 'portcullis-otel')
+  const odelta = p !== undefined && o !== undefined && p.n > 0 && o.n > 0 ? o.median - p.median : undefined
+  sc.targets.push({ name: 'Idle heap, telemetry on over telemetry off', target: '≤ +2% of the full-policy figure', value: odelta === undefined || p === undefined ? 'not measured' : `${odelta >= 0 ? '+' : ''}${fmt(odelta, 0)} bytes/conn (${(odelta / p.median * 100).toFixed(1)}%)`, met: odelta === undefined || p === undefined ? null : odelta <= 0.02 * p.median })
   sc.partial = partialParts()
   sc.notes.push('Heap and RSS are read in the server after three forced GCs, before (after a warm-up of opened and closed connections) and after opening every connection; the difference is divided by the connection count. RSS per connection includes kernel-visible buffers and is noisier.')
   return sc

@@ -10,7 +10,7 @@ import { startPortcullis } from './servers/portcullis.js'
 import { startSocketIo } from './servers/socketio.js'
 import type { BenchServer } from './servers/types.js'
 
-export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'socketio-polling', 'socketio-ws'] as const
+export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 
 function start (name: string): Promise<BenchServer> {
@@ -20,6 +20,7 @@ function start (name: string): Promise<BenchServer> {
     case 'portcullis': return startPortcullis({ inspect: true })
     case 'portcullis-relay': return startPortcullis({ inspect: false })
     case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })
+    case 'portcullis-otel': return startPortcullis({ inspect: true, telemetry: true })
     case 'socketio-polling': return startSocketIo('polling')
     case 'socketio-ws': return startSocketIo('websocket')
     default: throw new Error(`unknown contender ${name}`)

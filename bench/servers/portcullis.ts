@@ -13,8 +13,9 @@ import subprotocols, { json } from '@portcullis/subprotocols'
 import fallback from '@portcullis/fallback'
 import cookieSession from '@portcullis/cookie-session'
 import fastifyCookie from '@fastify/cookie'
+import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics'
 import type { WebSocket } from 'ws'
-import { COOKIE_NAME, MESSAGE_SCHEMA, ORIGIN, OTHER_ORIGINS, PROTOCOL, SECRET, SESSION_ID, USER_ID, WS_PATH } from '../lib/fixture.js'
+import { browserHeaders, COOKIE_NAME, MESSAGE_SCHEMA, ORIGIN, OTHER_ORIGINS, PROTOCOL, SECRET, SESSION_ID, USER_ID, WS_PATH } from '../lib/fixture.js'
 import { echo } from './bare.js'
 import type { BenchServer } from './types.js'
 
@@ -23,13 +24,31 @@ export interface PortcullisVariant {
   inspect: boolean
   /** `false`: no cache of verified cookies, so every handshake pays the HMAC. Default: the plugin's cache. */
   sessionCache?: boolean
+  /**
+   * `true`: the core's OpenTelemetry metrics go to a real SDK MeterProvider with a periodic
+   * reader (every 5 s, to an exporter that drops the batch), so every decision, open and close
+   * is recorded into real aggregations. Default: `metrics: true` with no SDK (the API's no-op meter).
+   */
+  telemetry?: boolean
+}
+
+/** An exporter that accepts every batch and keeps nothing: the SDK's collection work is what is measured. */
+const discardExporter: PushMetricExporter = {
+  export: (_metrics, done) => done({ code: 0 }),
+  forceFlush: async () => {},
+  shutdown: async () => {},
+  selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE
 }
 
 type Part = 'plugin' | 'inline'
 
 export async function startPortcullis (variant: PortcullisVariant): Promise<BenchServer> {
   const app = Fastify({ logger: false })
-  await app.register(portcullis, {})
+  const meterProvider = variant.telemetry === true
+    ? new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discardExporter, exportIntervalMillis: 5000 })] })
+    : undefined
+  await app.register(portcullis, meterProvider === undefined ? {} : { meterProvider })
+  if (meterProvider !== undefined) app.addHook('onClose', () => meterProvider.shutdown())
   const parts: Record<string, Part> = {}
 
   // ── origin: an allowlist of exact serialized origins (RFC 6454 §6.2) ──
@@ -70,8 +89,9 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   return {
     port: addr.port,
-    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, sessionCache: variant.sessionCache !== false, parts, stages: app.wsPolicy.stages(), fallback: true },
-    clientHeaders: [['Origin', ORIGIN], ['Cookie', cookie], ['Sec-WebSocket-Protocol', PROTOCOL]],
+    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, sessionCache: variant.sessionCache !== false, telemetry: meterProvider === undefined ? 'no-op meter (no SDK)' : 'SDK MeterProvider, periodic reader', parts, stages: app.wsPolicy.stages(), fallback: true },
+    // a browser's upgrade: Origin, UA, Accept-Language, three cookies, the deflate offer, the subprotocol
+    clientHeaders: browserHeaders(cookie),
     close: () => app.close()
   }
 }
