@@ -24,7 +24,7 @@ const cookieFor = (sid: string): string => 'sid=' + encodeURIComponent(sign(sid,
 const never = <T>(): Promise<T> => new Promise<T>(() => {})
 
 type Load = (sid: string) => PortcullisIdentity | null | Promise<PortcullisIdentity | null>
-type Handler = (socket: PortcullisSocket) => unknown
+type Handler = (socket: PortcullisSocket) => void | Promise<void>
 
 interface Setup {
   app: FastifyInstance
