@@ -1,6 +1,14 @@
 /**
- * A small bounded LRU map (a `Map` keeps insertion order: a hit is re-inserted at the end, the
- * first key is the least recently used). Used for verified signed cookie values → session id.
+ * A small bounded cache with least-recently-used eviction by the CLOCK ("second chance")
+ * approximation. Used for verified signed cookie values → session id.
+ *
+ * Why CLOCK and not a strict LRU: a strict LRU built on a `Map`'s insertion order pays a get, a
+ * delete and a set on every hit, and a hit is the common case here (every reconnect of a known
+ * cookie). Here a hit only marks its entry as used; the map is reordered only when something
+ * must be evicted: from the oldest end, a used entry loses its mark and moves to the young end
+ * (its second chance), the first unmarked one is evicted. Each insertion clears at most as many
+ * marks as hits set since, so eviction is amortized O(1). An entry hit since the last eviction
+ * pass is never the one evicted while an unmarked entry exists.
  *
  * Why this is safe for signatures: a key is inserted only after `unsignCookie` verified it in
  * constant time, and a lookup compares the whole signed value (id + MAC). A forged value is never
@@ -9,7 +17,7 @@
  */
 export class Lru<V> {
   readonly #max: number
-  readonly #map = new Map<string, V>()
+  readonly #map = new Map<string, Entry<V>>()
 
   constructor (max: number) {
     this.#max = max
@@ -20,25 +28,47 @@ export class Lru<V> {
   }
 
   get (key: string): V | undefined {
-    const v = this.#map.get(key)
-    if (v !== undefined) {
-      this.#map.delete(key)
-      this.#map.set(key, v)
-    }
-    return v
+    const e = this.#map.get(key)
+    if (e === undefined) return undefined
+    e.used = true
+    return e.value
   }
 
   set (key: string, value: V): void {
     if (this.#max <= 0) return
-    this.#map.delete(key)
-    this.#map.set(key, value)
-    if (this.#map.size > this.#max) {
-      const oldest = this.#map.keys().next().value as string
-      this.#map.delete(oldest)
+    const map = this.#map
+    const e = map.get(key)
+    if (e !== undefined) {
+      e.value = value
+      e.used = true
+      return
     }
+    if (map.size >= this.#max) this.#evictOne()
+    map.set(key, { value, used: false })
   }
 
   clear (): void {
     this.#map.clear()
   }
+
+  /** Evict the oldest entry not used since it was last given its second chance. */
+  #evictOne (): void {
+    const map = this.#map
+    // bounded: every pass over a marked entry clears its mark, so within size + 1 steps an
+    // unmarked entry is at the front
+    for (let i = map.size; i >= 0; i--) {
+      const next = map.entries().next()
+      if (next.done === true) return
+      const [key, e] = next.value
+      map.delete(key)
+      if (!e.used) return
+      e.used = false
+      map.set(key, e)
+    }
+  }
+}
+
+interface Entry<V> {
+  value: V
+  used: boolean
 }
