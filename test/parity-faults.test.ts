@@ -93,6 +93,20 @@ t.test('a handler that rejects: the same close on both doors', async (t) => {
   t.equal(routeErrors(s.log).length, 2, 'one line per door')
 })
 
+t.test('an async message listener that rejects: 1011 "internal error" on both doors, no unhandled rejection', async (t) => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (err: unknown): void => { unhandled.push(err) }
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => { process.removeListener('unhandledRejection', onUnhandled) })
+  const s = await setup(t, { handler: (socket) => { socket.on('message', async () => { throw new Error('async listener broke') }) } })
+  const ws = await viaWebSocket(s, 'a', 'hello')
+  t.same(ws, { close: { code: 1011, reason: 'internal error' } })
+  t.same(await viaLongPoll(s, 'b', 'hello'), ws)
+  t.equal(routeErrors(s.log).length, 2, 'one line per door')
+  await new Promise(resolve => setImmediate(resolve))
+  t.same(unhandled, [], 'the rejection never reached the process')
+})
+
 t.test('a message listener that throws: 1011 "internal error" on both doors, the process keeps serving', async (t) => {
   const s = await setup(t, { handler: (socket) => { socket.on('message', () => { throw new Error('listener broke') }) } })
   const ws = await viaWebSocket(s, 'a', 'hello')

@@ -266,7 +266,7 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
       }
     }
     try {
-      return entry.emit.call(this, event, data, isBinary)
+      return deliverMessage(this, entry, data, isBinary)
     } catch (err) {
       entry.registry.fail(this, err, 'message listener', entry.log, entry.route)
       return true
@@ -275,6 +275,33 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
   if (event === 'close') return emitEach(this, entry, data, isBinary)
   if (event === 'error') entry.emittedError = data
   return entry.emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
+}
+
+/**
+ * Call the `message` listeners as EventEmitter's own emit would (a copy when there are several,
+ * so a listener that removes itself does not skip the next), and catch the promise an async
+ * listener returns: EventEmitter ignores it, and its rejection would reach the process as an
+ * unhandled rejection. Reads `_events` directly so the one-listener case allocates nothing.
+ */
+function deliverMessage (socket: TrackedSocket, entry: Tracked, data: unknown, isBinary: unknown): boolean {
+  const listeners = (socket as unknown as { _events?: Record<string | symbol, unknown> })._events?.message
+  if (listeners === undefined) return false
+  if (typeof listeners === 'function') {
+    callMessageListener(socket, entry, listeners as MessageListener, data, isBinary)
+    return true
+  }
+  const list = (listeners as MessageListener[]).slice()
+  for (let i = 0; i < list.length && !entry.violated; i++) callMessageListener(socket, entry, list[i], data, isBinary)
+  return true
+}
+
+type MessageListener = (this: PortcullisSocket, data: unknown, isBinary: unknown) => unknown
+
+function callMessageListener (socket: TrackedSocket, entry: Tracked, fn: MessageListener, data: unknown, isBinary: unknown): void {
+  const r = fn.call(socket, data, isBinary)
+  if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+    (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.registry.fail(socket, err, 'message listener', entry.log, entry.route) })
+  }
 }
 
 /** Emit `close` to each listener in turn, containing each (runs once per connection). */
