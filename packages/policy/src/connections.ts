@@ -310,7 +310,11 @@ function emitEach (socket: TrackedSocket, entry: Tracked, code: unknown, reason:
   for (const fn of listeners) {
     // a `once` wrapper removes itself when called, as EventEmitter's own emit would
     try {
-      fn.call(socket, code, reason)
+      const r: unknown = fn.call(socket, code, reason)
+      // an async close listener's rejection is contained too, not left unhandled
+      if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+        (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: close listener failed') })
+      }
     } catch (err) {
       entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: close listener failed')
     }
