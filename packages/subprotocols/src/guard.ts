@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
-import type { ConnectionGuard, ConnectionGuardFactory, PortcullisSocket, Violation } from '@portcullis/policy'
+import type { ConnectionGuard, ConnectionGuardFactory, PortcullisSocket, PortcullisState, Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition } from './types.js'
 
 /**
@@ -47,6 +47,10 @@ export interface GuardPlan {
   binary: boolean
   limits: ResolvedLimits
   open: SubprotocolDefinition['open']
+  /** A built-in protocol's stateless inspector (preferred over `open`: no per-connection inspector). */
+  inspect?: StatelessInspector | undefined
+  /** The composed per-message check (set by `guardFactory`). */
+  check?: unknown
 }
 
 /**
@@ -80,13 +84,17 @@ export class TokenBucket {
   }
 }
 
-interface Slot {
-  data: unknown
-  value: unknown
-}
+/**
+ * A stateless inspector a built-in protocol (`json()`) carries beside its `open`: it needs no
+ * per-connection object, so the connection's guard calls it directly with itself as the context.
+ * Internal (a symbol, not part of the public definition type); `open` stays for anyone who calls it.
+ */
+export const kInspect = Symbol('portcullis.subprotocols.inspect')
+export type StatelessInspector = (data: Buffer | string, isBinary: boolean, ctx: InspectorContext) => Violation | undefined
 
-// One slot per connection (set when the connection opens), not one entry per message.
-const slots = new WeakMap<object, Slot>()
+/** Where a socket's guard sits, for `parsedMessage` (one slot on the socket, no side table). */
+const kConnection = Symbol('portcullis.subprotocols.connection')
+type Exposing = PortcullisSocket & { [kConnection]?: ProtocolConnection }
 
 /**
  * The value an inspector parsed from `data` (e.g. the JSON inspector's parsed object), when
@@ -94,75 +102,107 @@ const slots = new WeakMap<object, Slot>()
  * handler's `message` listener, synchronously: the next message replaces it.
  */
 export function parsedMessage<T = unknown> (socket: PortcullisSocket, data: unknown): T | undefined {
-  const slot = slots.get(socket)
-  return slot !== undefined && slot.data === data ? slot.value as T : undefined
+  const c = (socket as Exposing)[kConnection]
+  return c !== undefined && c.exposedData === data ? c.exposedValue as T : undefined
 }
 
-/** The connection guard: type, size, rate, then the protocol's inspector. Same on both doors. */
-class ProtocolGuard implements ConnectionGuard {
-  readonly #text: boolean
-  readonly #binary: boolean
-  readonly #maxBytes: number
-  readonly #bucket: TokenBucket | undefined
-  readonly #inspector: MessageInspector | undefined
-  readonly #protocol: string | undefined
-  readonly #log: FastifyBaseLogger
+/** The per-message check of one route and protocol: type, size, rate and content in one function. */
+type Check = (conn: ProtocolConnection, data: Buffer | string, isBinary: boolean) => Violation | undefined
 
-  constructor (plan: GuardPlan, inspector: MessageInspector | undefined, log: FastifyBaseLogger) {
-    this.#text = plan.text
-    this.#binary = plan.binary
-    this.#maxBytes = plan.limits.maxMessageBytes
+/**
+ * Compose the checks a plan needs into ONE function, once, at startup: a check that is off for
+ * this route and protocol (both data types, no size limit, no rate, no inspector) is not in it,
+ * so a message pays for what the route asks and nothing else, with no chain of guard calls.
+ * Same on both doors.
+ */
+function composeCheck (plan: GuardPlan): Check {
+  const text = plan.text
+  const binary = plan.binary
+  const maxBytes = plan.limits.maxMessageBytes
+  const rated = plan.limits.rate !== undefined
+  const inspect = plan.inspect
+  const stateful = inspect === undefined && plan.open !== undefined && plan.protocol !== undefined
+  return function portcullisMessageCheck (conn, data, isBinary) {
+    if (isBinary ? !binary : !text) return isBinary ? Violations.BINARY_NOT_ACCEPTED : Violations.TEXT_NOT_ACCEPTED
+    // ws hands a Buffer unless the handler changed binaryType; inspectors always get Buffer or string
+    if (typeof data !== 'string' && !Buffer.isBuffer(data)) data = toBuffer(data)
+    if (maxBytes !== Infinity && exceeds(data, maxBytes)) return Violations.MESSAGE_TOO_BIG
+    if (rated && !(conn.bucket as TokenBucket).take(performance.now())) return Violations.RATE_LIMITED
+    // an inspector (and an app's hook inside it, e.g. the STOMP ACL) that throws is caught by
+    // the core, which closes the connection with 1011 'inspection failed' and logs it
+    if (inspect !== undefined) return inspect(data, isBinary, conn)
+    if (!stateful) return undefined
+    const v = (conn.inspector as MessageInspector).message(data, isBinary)
+    return v === undefined ? undefined : usable(v)
+  }
+}
+
+/**
+ * Everything one connection of a protocol holds, in one object: the guard the core calls, the
+ * inspector's context (`open` receives this object; a stateless inspector is called with it),
+ * the token bucket, and the last exposed parse. No closure per connection.
+ */
+class ProtocolConnection implements ConnectionGuard, InspectorContext {
+  readonly #check: Check
+  readonly #plan: GuardPlan
+  readonly state: PortcullisState
+  readonly socket: PortcullisSocket
+  readonly log: FastifyBaseLogger
+  readonly bucket: TokenBucket | undefined
+  inspector: MessageInspector | undefined = undefined
+  exposedData: unknown = undefined
+  exposedValue: unknown = undefined
+
+  constructor (plan: GuardPlan, state: PortcullisState, socket: PortcullisSocket, log: FastifyBaseLogger) {
+    this.#check = plan.check as Check
+    this.#plan = plan
+    this.state = state
+    this.socket = socket
+    this.log = log
     const rate = plan.limits.rate
-    this.#bucket = rate === undefined ? undefined : new TokenBucket(rate.messagesPerSecond, rate.burst, performance.now())
-    this.#inspector = inspector
-    this.#protocol = plan.protocol
-    this.#log = log
+    this.bucket = rate === undefined ? undefined : new TokenBucket(rate.messagesPerSecond, rate.burst, performance.now())
+  }
+
+  get protocol (): string {
+    return this.#plan.protocol as string
+  }
+
+  get identity (): PortcullisState['identity'] {
+    return this.state.identity
   }
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
-    if (isBinary ? !this.#binary : !this.#text) return isBinary ? Violations.BINARY_NOT_ACCEPTED : Violations.TEXT_NOT_ACCEPTED
-    // ws hands a Buffer unless the handler changed binaryType; inspectors always get Buffer or string
-    if (typeof data !== 'string' && !Buffer.isBuffer(data)) data = toBuffer(data)
-    if (exceeds(data, this.#maxBytes)) return Violations.MESSAGE_TOO_BIG
-    if (this.#bucket !== undefined && !this.#bucket.take(performance.now())) return Violations.RATE_LIMITED
-    if (this.#inspector === undefined) return undefined
-    // an inspector (and an app's hook inside it, e.g. the STOMP ACL) that throws is caught by
-    // the core, which closes the connection with 1011 'inspection failed' and logs it
-    const v = this.#inspector.message(data, isBinary)
-    return v === undefined ? undefined : usable(v)
+    return this.#check(this, data, isBinary)
+  }
+
+  expose (data: Buffer | string, value: unknown): void {
+    if (this.exposedData === undefined && this.exposedValue === undefined) (this.socket as Exposing)[kConnection] = this
+    this.exposedData = data
+    this.exposedValue = value
   }
 
   close (): void {
-    if (this.#inspector?.close === undefined) return
+    const inspector = this.inspector
+    if (inspector?.close === undefined) return
     // app code, run from the connection's close event: a throw must neither escape into the
     // server nor keep the connection's other close listeners from running
     try {
-      this.#inspector.close()
+      inspector.close()
     } catch (err) {
-      this.#log.error({ err, portcullis: { protocol: this.#protocol } }, 'portcullis: subprotocol inspector failed to close')
+      this.log.error({ err, portcullis: { protocol: this.#plan.protocol } }, 'portcullis: subprotocol inspector failed to close')
     }
   }
 }
 
 /** The guard factory of one route and protocol, built once at startup and shared by its connections. */
 export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
+  plan.check = composeCheck(plan)
+  const stateful = plan.inspect === undefined && plan.open !== undefined && plan.protocol !== undefined
   return function portcullisSubprotocolGuard ({ state, socket, log }) {
-    let inspector: MessageInspector | undefined
-    if (plan.open !== undefined && plan.protocol !== undefined) {
-      let slot: Slot | undefined
-      const ctx: InspectorContext = {
-        protocol: plan.protocol,
-        identity: state.identity,
-        state,
-        socket,
-        log,
-        expose (data, value) {
-          if (slot === undefined) slots.set(socket, (slot = { data, value }))
-          else { slot.data = data; slot.value = value }
-        }
-      }
+    const conn = new ProtocolConnection(plan, state, socket, log)
+    if (stateful) {
       try {
-        inspector = plan.open(ctx)
+        conn.inspector = (plan.open as NonNullable<GuardPlan['open']>)(conn)
       } catch (err) {
         // app code, run from the core's attach (inside the upgrade's handler): a throw here must
         // neither escape into the server nor leave the connection open without its inspector
@@ -172,7 +212,7 @@ export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
         return UNINSPECTABLE
       }
     }
-    return new ProtocolGuard(plan, inspector, log)
+    return conn
   }
 }
 

@@ -6,7 +6,7 @@ import type {
   SubprotocolRoutePolicy, SubprotocolsOptions
 } from './types.js'
 import { defaultHeaderLimits, isToken, MAX_NAME_LENGTH, parseProtocolHeader, ProtocolHeaderError, selectProtocol, type HeaderLimits } from './header.js'
-import { dataTypeFlags, guardFactory, type GuardPlan, type ResolvedLimits } from './guard.js'
+import { dataTypeFlags, guardFactory, kInspect, type GuardPlan, type ResolvedLimits, type StatelessInspector } from './guard.js'
 import {
   PORTCULLIS_SUBPROTOCOL_DUPLICATE, PORTCULLIS_SUBPROTOCOL_DUPLICATE_NAME, PORTCULLIS_SUBPROTOCOL_INVALID_NAME,
   PORTCULLIS_SUBPROTOCOL_INVALID_OPTION, PORTCULLIS_SUBPROTOCOL_LATE_REGISTRATION, PORTCULLIS_SUBPROTOCOL_MALFORMED,
@@ -136,7 +136,7 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
     for (const name of accept) {
       const def = protocols.get(name) as SubprotocolDefinition
       const limits = resolveLimits(spec.limits, def.limits, pluginLimits)
-      plans.set(name, plan({ protocol: name, ...dataTypeFlags(def.dataTypes ?? 'text'), limits, open: def.open }))
+      plans.set(name, plan({ protocol: name, ...dataTypeFlags(def.dataTypes ?? 'text'), limits, open: def.open, inspect: statelessOf(def) }))
       rows.push(`${name} [${def.describe ?? 'no inspector'}, ${describeLimits(limits)}]`)
     }
     let none: CompiledPlan | undefined
@@ -205,6 +205,12 @@ function defined<T extends object> (o: T | undefined): Partial<T> {
   if (o === undefined) return out
   for (const key of Object.keys(o) as Array<keyof T>) if (o[key] !== undefined) out[key] = o[key]
   return out
+}
+
+/** A built-in definition's stateless inspector, if its `open` is still the one it came with. */
+function statelessOf (def: SubprotocolDefinition): StatelessInspector | undefined {
+  const s = (def as { [kInspect]?: { open: unknown, inspect: StatelessInspector } })[kInspect]
+  return s !== undefined && s.open === def.open ? s.inspect : undefined
 }
 
 function plan (p: GuardPlan): CompiledPlan {

@@ -4,6 +4,7 @@ import secureJsonParse from 'secure-json-parse'
 import type { Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition, SubprotocolLimits } from './types.js'
 import { PORTCULLIS_SUBPROTOCOL_INVALID_OPTION } from './errors.js'
+import { kInspect, type StatelessInspector } from './guard.js'
 
 export interface JsonInspectorOptions {
   /** One JSON Schema every message must match. Give `schema` or `schemas` (or neither: any JSON). */
@@ -87,12 +88,19 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
   }
 
   const expose = opts.expose !== false
+  const open = (ctx: InspectorContext): MessageInspector => new JsonInspector(check, expose ? ctx : undefined)
+  // JSON inspection keeps no per-connection state: the guard calls this directly (no inspector
+  // object per connection). Bound to this `open`: a definition that replaces `open` gets its own.
+  const inspect: StatelessInspector = function portcullisInspectJson (data, isBinary, ctx) {
+    return inspectJson(check, expose ? ctx : undefined, data, isBinary)
+  }
   return {
     dataTypes: opts.dataTypes ?? 'text',
     limits: opts.limits,
     describe,
-    open: (ctx) => new JsonInspector(check, expose ? ctx : undefined)
-  }
+    open,
+    [kInspect]: { open, inspect }
+  } as SubprotocolDefinition
 }
 
 /**
@@ -104,7 +112,10 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
  * through secure-json-parse. A property test holds the two paths equal.
  */
 export function parseJsonSecure (text: string): unknown {
-  if (text.charCodeAt(0) !== 0xfeff && text.indexOf('\\u') === -1 && text.indexOf('__proto__') === -1 && text.indexOf('constructor') === -1) {
+  // "to" is in both `__proto__` and `constructor`: text without it (and without `\u`) spells
+  // neither, so the common message is read by one more search only, not two
+  if (text.charCodeAt(0) !== 0xfeff && text.indexOf('\\u') === -1 &&
+    (text.indexOf('to') === -1 || (text.indexOf('__proto__') === -1 && text.indexOf('constructor') === -1))) {
     return JSON.parse(text)
   }
   return secureJsonParse(text, null, PARSE_OPTIONS)
@@ -120,18 +131,24 @@ class JsonInspector implements MessageInspector {
   }
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
-    // JSON text is UTF-8 (RFC 8259 §8.1). `ws` validates text messages (RFC 6455 §8.1), not
-    // binary ones: decoding invalid octets would turn them into U+FFFD, so the parsed value would
-    // pass while the handler's original bytes say something else. Refuse instead.
-    if (isBinary && typeof data !== 'string' && !isUtf8(data)) return JsonViolations.INVALID_JSON
-    let value: unknown
-    try {
-      value = parseJsonSecure(typeof data === 'string' ? data : data.toString('utf8'))
-    } catch (err) {
-      return (err as Error).message === FORBIDDEN_MESSAGE ? JsonViolations.FORBIDDEN_KEY : JsonViolations.INVALID_JSON
-    }
-    const v = this.#check(value)
-    if (v === undefined && this.#ctx !== undefined) this.#ctx.expose(data, value)
-    return v
+    return inspectJson(this.#check, this.#ctx, data, isBinary)
   }
+}
+
+/** One message: one parse, checked, and handed to the handler through `expose` (no second parse). */
+function inspectJson (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined, data: Buffer | string, isBinary: boolean): Violation | undefined {
+  // JSON text is UTF-8 (RFC 8259 §8.1). `ws` validates text messages (RFC 6455 §8.1), not
+  // binary ones: decoding invalid octets would turn them into U+FFFD, so the parsed value would
+  // pass while the handler's original bytes say something else. Refuse instead.
+  if (isBinary && typeof data !== 'string' && !isUtf8(data)) return JsonViolations.INVALID_JSON
+  let value: unknown
+  try {
+    // toString() without arguments is Buffer's UTF-8 fast path
+    value = parseJsonSecure(typeof data === 'string' ? data : data.toString())
+  } catch (err) {
+    return (err as Error).message === FORBIDDEN_MESSAGE ? JsonViolations.FORBIDDEN_KEY : JsonViolations.INVALID_JSON
+  }
+  const v = check(value)
+  if (v === undefined && ctx !== undefined) ctx.expose(data, value)
+  return v
 }

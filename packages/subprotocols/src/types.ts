@@ -41,9 +41,11 @@ export interface InspectorContext {
   readonly log: FastifyBaseLogger
   /**
    * Hand the parsed form of the message being inspected to the handler, who reads it back with
-   * `parsedMessage(socket, data)` — so the handler need not parse the message again.
+   * `parsedMessage(socket, data)` — so the handler need not parse the message again. A method
+   * of the context (call it as `ctx.expose(data, value)`): the context is the connection's one
+   * guard object, which holds no per-connection closure.
    */
-  expose: (data: Buffer | string, value: unknown) => void
+  expose (data: Buffer | string, value: unknown): void
 }
 
 /** A per-connection inspector: sees every inbound message after the data-type, size and rate checks. */
