@@ -10,8 +10,12 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerBase,
 import type { ServerOptions } from 'ws'
 import type { MeterProvider } from '@opentelemetry/api'
 
-/** Which door a connection attempt came through. Stages must not care. */
-export type Transport = 'websocket' | 'long-poll'
+/**
+ * Which door a connection attempt came through. Stages must not care. `'stream'` is a
+ * fallback request of the streaming downstream (`GET <path>/_lp/stream`); a fallback session is
+ * opened as `'long-poll'` and its later requests are `'long-poll'` or `'stream'`.
+ */
+export type Transport = 'websocket' | 'long-poll' | 'stream'
 
 /**
  * The phases of the pipeline, run in this fixed order. Within a phase, stages run in the order
@@ -200,9 +204,10 @@ export interface AuditEvent {
 export interface ConnectionGuard {
   /**
    * Called for every inbound message before any handler listener sees it. Return a violation to
-   * drop the message and close the connection with its code and reason.
+   * drop the message and close the connection with its code and reason. Optional: a guard that
+   * only watches the connection (and closes it itself) has none, and costs no call per message.
    */
-  message: (data: Buffer | string, isBinary: boolean) => Violation | undefined
+  message?: (data: Buffer | string, isBinary: boolean) => Violation | undefined
   /** Called once when the connection closes. */
   close?: () => void
 }
