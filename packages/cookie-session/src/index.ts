@@ -58,7 +58,8 @@ function withChallenge (challenge: string | undefined): Denials {
 // When several sources fail, the denial names the most telling problem.
 const SEVERITY: Record<Problem, number> = { ambiguous: 4, invalid: 3, 'auth-failed': 2, expired: 1 }
 
-const PASS: ConnectionGuard = Object.freeze({ message: () => undefined })
+// checks no message and closes nothing: the core keeps no guard for it (no call per message)
+const PASS: ConnectionGuard = Object.freeze({})
 
 async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSessionOptions): Promise<void> {
   validateOptions(opts)
@@ -187,7 +188,7 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
     const recheck = options.revalidate ?? out.recheck
     if (identity.sessionId !== undefined || clock.needs(identity, recheck)) {
       const guards = ctx.state.guards
-      const factory = sessionGuard(identity, recheck)
+      const factory = sessionGuard(recheck)
       if (guards === undefined) (ctx.state as { guards?: ConnectionGuardFactory[] }).guards = [factory]
       else guards.push(factory)
     }
@@ -199,8 +200,19 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
    * it closes: that is where a connection joins and leaves the expiry clock. The guard itself
    * passes every message.
    */
-  function sessionGuard (identity: PortcullisIdentity, recheck: Recheck | undefined): ConnectionGuardFactory {
-    return function portcullisSessionGuard ({ socket }) {
+  // one factory per re-check function (a source's lookup or the app's revalidate: a handful, made
+  // at startup), not a closure per handshake; the identity is the one the core indexes the
+  // connection by (state.identity)
+  const guardFactories = new Map<Recheck | undefined, ConnectionGuardFactory>()
+  function sessionGuard (recheck: Recheck | undefined): ConnectionGuardFactory {
+    let factory = guardFactories.get(recheck)
+    if (factory === undefined) guardFactories.set(recheck, (factory = makeSessionGuard(recheck)))
+    return factory
+  }
+
+  function makeSessionGuard (recheck: Recheck | undefined): ConnectionGuardFactory {
+    return function portcullisSessionGuard ({ socket, state }) {
+      const identity = state.identity as PortcullisIdentity
       const sessionId = identity.sessionId
       if (sessionId !== undefined && wasRevoked(sessionId)) {
         // revoked while this handshake was in flight; closed after attach has wired its listeners
@@ -209,7 +221,7 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
       }
       if (!clock.needs(identity, recheck)) return PASS
       const unwatch = clock.watch(identity, socket, recheck)
-      return { message: PASS.message, close: unwatch }
+      return { close: unwatch }
     }
   }
 

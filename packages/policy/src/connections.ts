@@ -21,7 +21,12 @@ interface Tracked {
   sentReason: string | undefined
   /** The socket's own `close`. */
   close: PortcullisSocket['close']
-  guards: ConnectionGuard[] | undefined
+  /**
+   * The connection's guards, composed at attach: none (`undefined`), the one guard itself (the
+   * common case: no array, one call per message), or the list in stage order. A guard that
+   * neither checks messages nor closes (a shared pass-through) is not kept.
+   */
+  guards: ConnectionGuard | ConnectionGuard[] | undefined
   /** The socket's own `emit`, called for what the guards let through. */
   emit: PortcullisSocket['emit']
   /** A guard refused a message or a listener threw: the connection is closing, nothing more is delivered. */
@@ -84,18 +89,19 @@ export class ConnectionRegistry {
    * socket gets the tracked `emit`, so a throwing `message` or `close` listener is contained.
    */
   attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string, transport: Transport = 'websocket'): boolean {
-    let guards: ConnectionGuard[] | undefined
+    let guards: ConnectionGuard | ConnectionGuard[] | undefined
     const factories = state.guards
     if (factories !== undefined && factories.length > 0) {
-      guards = []
+      const made: ConnectionGuard[] = []
       try {
-        for (const factory of factories) guards.push(factory({ state, socket, log }))
+        for (const factory of factories) made.push(factory({ state, socket, log }))
       } catch (err) {
         log.error({ err, portcullis: { route } }, 'portcullis: connection guard failed to open; connection closed')
-        closeGuards(guards, log, route)
+        closeGuards(made, log, route)
         if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
         return false
       }
+      guards = compose(made)
     }
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
@@ -167,7 +173,11 @@ export class ConnectionRegistry {
       if (n <= 0) this.#perIdentity.delete(identityId)
       else this.#perIdentity.set(identityId, n)
     }
-    if (entry.guards !== undefined) closeGuards(entry.guards, entry.log, entry.route)
+    const guards = entry.guards
+    if (guards !== undefined) {
+      if (Array.isArray(guards)) closeGuards(guards, entry.log, entry.route)
+      else closeGuard(guards, entry.log, entry.route)
+    }
     // each listener on its own: one that throws neither escapes into the socket's close event
     // nor keeps the others from hearing it
     for (const fn of this.#closeListeners) {
@@ -200,16 +210,30 @@ export class ConnectionRegistry {
   }
 }
 
+/** The guards worth keeping (see `Tracked.guards`): none, one, or several in order. */
+function compose (made: ConnectionGuard[]): ConnectionGuard | ConnectionGuard[] | undefined {
+  let kept: ConnectionGuard[] | undefined
+  let one: ConnectionGuard | undefined
+  for (let i = 0; i < made.length; i++) {
+    const g = made[i]
+    if (typeof g.message !== 'function' && typeof g.close !== 'function') continue
+    if (one === undefined) one = g
+    else (kept ??= [one]).push(g)
+  }
+  return kept ?? one
+}
+
 /** Close each guard on its own: a throwing `close()` (an app's inspector) skips no other. */
 function closeGuards (guards: ConnectionGuard[], log: FastifyBaseLogger, route: string | undefined): void {
-  for (let i = 0; i < guards.length; i++) {
-    const g = guards[i]
-    if (g.close === undefined) continue
-    try {
-      g.close()
-    } catch (err) {
-      log.error({ err, portcullis: { route } }, 'portcullis: connection guard close failed')
-    }
+  for (let i = 0; i < guards.length; i++) closeGuard(guards[i], log, route)
+}
+
+function closeGuard (g: ConnectionGuard, log: FastifyBaseLogger, route: string | undefined): void {
+  if (g.close === undefined) return
+  try {
+    g.close()
+  } catch (err) {
+    log.error({ err, portcullis: { route } }, 'portcullis: connection guard close failed')
   }
 }
 
@@ -249,20 +273,10 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
     if (entry.violated) return false
     const guards = entry.guards
     if (guards !== undefined) {
-      for (let i = 0; i < guards.length; i++) {
-        let v
-        try {
-          v = guards[i].message(data as Buffer | string, isBinary as boolean)
-        } catch (err) {
-          entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: message guard failed')
-          v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
-        }
-        if (v !== undefined) {
-          entry.violated = true
-          entry.log.info({ portcullis: { close: v.code, reason: v.reason, route: entry.route } }, 'portcullis: message refused')
-          this.close(v.code, v.reason)
-          return false
-        }
+      if (!Array.isArray(guards)) {
+        if (!passes(this, entry, guards, data, isBinary)) return false
+      } else {
+        for (let i = 0; i < guards.length; i++) if (!passes(this, entry, guards[i], data, isBinary)) return false
       }
     }
     try {
@@ -275,6 +289,23 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
   if (event === 'close') return emitEach(this, entry, data, isBinary)
   if (event === 'error') entry.emittedError = data
   return entry.emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
+}
+
+/** Run one guard on a message; on a violation (or a guard that throws: 1011) close and refuse it. */
+function passes (socket: TrackedSocket, entry: Tracked, guard: ConnectionGuard, data: unknown, isBinary: unknown): boolean {
+  if (guard.message === undefined) return true
+  let v
+  try {
+    v = guard.message(data as Buffer | string, isBinary as boolean)
+  } catch (err) {
+    entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: message guard failed')
+    v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
+  }
+  if (v === undefined) return true
+  entry.violated = true
+  entry.log.info({ portcullis: { close: v.code, reason: v.reason, route: entry.route } }, 'portcullis: message refused')
+  socket.close(v.code, v.reason)
+  return false
 }
 
 /**
