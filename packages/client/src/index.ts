@@ -1,6 +1,6 @@
 import type { PortcullisSocketOptions, TransportName, WebSocketConstructor } from './types.js'
 import { openLongPoll, type Conn, type Sink } from './long-poll.js'
-import { forget, isRemembered, remember } from './memory.js'
+import { failed, forget, remember } from './memory.js'
 
 const CONNECTING = 0
 const OPEN = 1
@@ -93,8 +93,11 @@ export class PortcullisSocket extends EventTarget {
   get readyState (): number { return this.#state }
   /** The negotiated subprotocol, `''` when none (or before open). */
   get protocol (): string { return this.#protocol }
-  /** The door in use: `'websocket'` or `'long-poll'`; `''` before the first open. */
-  get transport (): TransportName | '' { return this.#transport }
+  /**
+   * The door in use: `'websocket'`, `'stream'` or `'long-poll'`; `''` before the first open. A
+   * stream that an intermediary starts buffering gives way to long-poll within the same session.
+   */
+  get transport (): TransportName | '' { return (this.#state === OPEN ? this.#conn?.transport() : undefined) || this.#transport }
   get bufferedAmount (): number { return this.#conn?.buffered() ?? 0 }
   /** Binary messages always arrive as `ArrayBuffer` (both doors); setting it is accepted and ignored. */
   get binaryType (): 'arraybuffer' { return 'arraybuffer' }
@@ -134,8 +137,13 @@ export class PortcullisSocket extends EventTarget {
 
   #connect (): void {
     const o = this.#options
-    let list: TransportName[] = o.forceLongPoll === true ? ['long-poll'] : o.transports ?? ['websocket', 'long-poll']
-    if (list.includes('long-poll') && o.rememberFallback !== false && isRemembered(this.url)) list = ['long-poll']
+    let list: TransportName[] = o.forceLongPoll === true ? ['long-poll'] : o.transports ?? ['websocket', 'stream', 'long-poll']
+    if (o.rememberFallback !== false) {
+      // skip what failed earlier in this page session, as long as something is left to try
+      const no = failed(this.url)
+      const left = list.filter((t) => !no.has(t))
+      if (left.length > 0 && left.some((t) => t !== 'websocket')) list = left
+    }
     this.#try(list, 0, false)
   }
 
@@ -143,14 +151,14 @@ export class PortcullisSocket extends EventTarget {
     const name = list[i]
     let opened = false
     const sink: Sink = {
-      open: (protocol) => {
+      open: (protocol, transport = name) => {
         if (this.#conn !== conn) return
         opened = true
-        if (name === 'long-poll' && wsFailed && this.#options.rememberFallback !== false) remember(this.url)
+        if (name !== 'websocket' && wsFailed && this.#options.rememberFallback !== false) remember(this.url, 'websocket')
         if (name === 'websocket') forget(this.url)
         this.#attempt = 0
         this.#protocol = protocol
-        this.#transport = name
+        this.#transport = transport
         if (this.#state === CONNECTING) {
           this.#state = OPEN
           this.#emit(new Event('open'))
@@ -171,9 +179,12 @@ export class PortcullisSocket extends EventTarget {
       }
     }
     const o = this.#options
+    // `stream` and `long-poll` are one fallback session: a stream that an intermediary buffers
+    // continues as long-poll (and is remembered), a server without streams long-polls.
+    const onBuffered = (): void => { if (o.rememberFallback !== false) remember(this.url, 'stream') }
     const conn: Conn = name === 'websocket'
       ? openWebSocket(this.url, this.#protocols, o, sink)
-      : openLongPoll(this.url, this.#protocols, o, sink)
+      : openLongPoll(this.url, this.#protocols, o, sink, { stream: name === 'stream', poll: name === 'long-poll' || list.includes('long-poll'), onBuffered })
     this.#conn = conn
   }
 
@@ -208,7 +219,7 @@ function openWebSocket (url: string, protocols: string[], o: PortcullisSocketOpt
   } catch {
     // No WebSocket implementation, or one that refuses the URL: a failure before open.
     setTimeout(() => sink.close(1006, '', false))
-    return { send () {}, close () {}, buffered: () => 0 }
+    return { send () {}, close () {}, buffered: () => 0, transport: () => '' }
   }
   ws.binaryType = 'arraybuffer'
   const timer = setTimeout(() => {
@@ -224,7 +235,8 @@ function openWebSocket (url: string, protocols: string[], o: PortcullisSocketOpt
   return {
     send: (data) => ws.send(data),
     close: (code, reason) => ws.close(code, reason),
-    buffered: () => ws.bufferedAmount
+    buffered: () => ws.bufferedAmount,
+    transport: () => 'websocket'
   }
 }
 

@@ -1,8 +1,11 @@
-// Remembers, for the page session, which URLs needed the long-poll fallback, so the next connect
-// does not wait for a WebSocket that cannot open (the same idea as Phoenix's client). sessionStorage
+// Remembers, for the page session, which transports failed for a URL, so the next connect does
+// not wait for them again (the same idea as Phoenix's client): a WebSocket that could not open,
+// and a stream whose first byte never came (an intermediary that buffers responses). sessionStorage
 // is per tab and per origin and can throw (disabled storage, sandboxed frames): memory backs it up.
-const memory = new Set<string>()
-const PREFIX = 'portcullis:long-poll:'
+import type { TransportName } from './types.js'
+
+const memory = new Map<string, Set<TransportName>>()
+const PREFIX = 'portcullis:failed:'
 
 function storage (): Storage | undefined {
   try {
@@ -12,17 +15,26 @@ function storage (): Storage | undefined {
   }
 }
 
-export function remember (url: string): void {
-  memory.add(url)
-  try { storage()?.setItem(PREFIX + url, '1') } catch {}
+/** Note that `transport` failed for `url` (`'websocket'` or `'stream'`). */
+export function remember (url: string, transport: TransportName): void {
+  const set = failed(url)
+  set.add(transport)
+  memory.set(url, set)
+  try { storage()?.setItem(PREFIX + url, [...set].join(',')) } catch {}
 }
 
+/** A WebSocket opened for `url`: whatever failed before was the network of then. */
 export function forget (url: string): void {
   memory.delete(url)
   try { storage()?.removeItem(PREFIX + url) } catch {}
 }
 
-export function isRemembered (url: string): boolean {
-  if (memory.has(url)) return true
-  try { return storage()?.getItem(PREFIX + url) === '1' } catch { return false }
+/** The transports that failed for `url` in this page session. */
+export function failed (url: string): Set<TransportName> {
+  const set = new Set(memory.get(url))
+  try {
+    const stored = storage()?.getItem(PREFIX + url)
+    if (typeof stored === 'string') for (const t of stored.split(',')) if (t === 'websocket' || t === 'stream') set.add(t)
+  } catch {}
+  return set
 }

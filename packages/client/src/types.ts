@@ -1,5 +1,5 @@
 /** The door a `PortcullisSocket` is connected through. */
-export type TransportName = 'websocket' | 'long-poll'
+export type TransportName = 'websocket' | 'stream' | 'long-poll'
 
 /**
  * The part of the WebSocket API the client drives: the browser's `WebSocket`, or `ws` in Node.js.
@@ -31,7 +31,14 @@ export type FetchLike = (input: string, init: {
   cache: 'no-store'
   signal?: AbortSignal
   keepalive: boolean
-}) => Promise<{ status: number, ok: boolean, json: () => Promise<any>, headers?: { get: (name: string) => string | null } }>
+}) => Promise<{
+  status: number
+  ok: boolean
+  json: () => Promise<any>
+  headers?: { get: (name: string) => string | null }
+  /** The body as a stream: the `stream` transport reads it; without it the client long-polls. */
+  body?: ReadableStream<Uint8Array> | null
+}>
 
 export interface ReconnectOptions {
   /** Attempts after a transient failure before giving up. Default `10`. */
@@ -51,8 +58,9 @@ export interface PortcullisSocketOptions {
   /** The fetch implementation for the long-poll fallback. Default `globalThis.fetch`. */
   fetch?: FetchLike
   /**
-   * Transports to try, in order. Default `['websocket', 'long-poll']`: WebSocket first, the
-   * fallback when it cannot open.
+   * Transports to try, in order. Default `['websocket', 'stream', 'long-poll']`: WebSocket first;
+   * when it cannot open, the fallback — one held response carrying server messages (`stream`,
+   * wire protocol v2), or long-poll when the server has no stream or an intermediary buffers it.
    */
   transports?: TransportName[]
   /** Shorthand for `transports: ['long-poll']`. Default `false`. */
@@ -69,7 +77,8 @@ export interface PortcullisSocketOptions {
   reconnect?: boolean | ReconnectOptions
   /**
    * Remember, for the page session (`sessionStorage`, else memory), that this URL needed the
-   * fallback, so the next connect goes straight to long-poll. Default `true`.
+   * fallback (and that its stream was buffered), so the next connect goes straight to the
+   * transport that worked. Default `true`.
    */
   rememberFallback?: boolean
   /**
@@ -83,4 +92,10 @@ export interface PortcullisSocketOptions {
    * (a NAT or proxy that dropped it silently) cannot hang the socket forever. Default `10000` ms.
    */
   pollTimeoutMarginMs?: number
+  /**
+   * A stream whose first byte (the server's prelude, written at once) does not arrive within
+   * this is taken for an intermediary that buffers responses: it is abandoned, the same session
+   * continues on long-poll, and the page session remembers it. Default `3000` ms.
+   */
+  streamFirstByteMs?: number
 }
