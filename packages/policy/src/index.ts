@@ -63,7 +63,9 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   server[kServerPolicy] = contextName(fastify)
   const options = { ...defaults, ...opts, websocket: { ...defaults.websocket, ...opts.websocket } }
   const audit = options.audit === undefined ? undefined : new AuditSink(options.audit, fastify.log, options.auditMaxInFlight, options.auditTimeoutMs)
-  const meters = options.metrics ? new Metrics(options.meterProvider, VERSION) : undefined
+  // the API's no-op meter (no SDK): nothing to record, so the hot paths skip metrics entirely
+  const metered = options.metrics ? new Metrics(options.meterProvider, VERSION) : undefined
+  const meters = metered?.live === true ? metered : undefined
   const logLevel = options.denialLogLevel
   const sendWithBound = options.maxBufferedBytes === Infinity ? undefined : boundedSend(options.maxBufferedBytes)
 
@@ -112,7 +114,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
   }
 
-  const pipeline = new Pipeline(record, options.stageTimeoutMs, observeDecision)
+  const pipeline = new Pipeline(record, options.stageTimeoutMs, meters === undefined ? undefined : observeDecision)
   const connections = new ConnectionRegistry(connectionObserver)
 
   function closeSession (sessionId: string, code: number, reason: string): number {

@@ -1,4 +1,4 @@
-import { metrics, type Attributes, type Counter, type Histogram, type MeterProvider, type UpDownCounter } from '@opentelemetry/api'
+import { createNoopMeter, metrics, type Attributes, type Counter, type Histogram, type MeterProvider, type UpDownCounter } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuditEvent, Transport } from './types.js'
 import { CloseCodes } from './close-codes.js'
@@ -125,10 +125,18 @@ export class Metrics {
   readonly #connections: UpDownCounter
   readonly #revocations: Counter
   readonly #duration: Histogram
-  readonly #attrs = new Map<string, Attributes>()
+  /** Attribute objects by route, then transport: two lookups, no key string built per record. */
+  readonly #slots = new Map<string, Map<Transport, AttributeSlot>>()
+  /**
+   * Whether anything listens: `false` for the API's no-op meter (no SDK installed, no provider
+   * passed). The metrics API has no proxy provider, so a provider installed later would not be
+   * used by this meter anyway; the core then skips recording altogether.
+   */
+  readonly live: boolean
 
   constructor (provider: MeterProvider | undefined, version: string) {
     const meter = (provider ?? metrics.getMeterProvider()).getMeter('@portcullis/policy', version)
+    this.live = meter !== createNoopMeter()
     this.#decisions = meter.createCounter('portcullis_decisions_total', {
       description: 'Connection decisions of Portcullis-protected routes (both doors; every long-poll request counts)'
     })
@@ -149,23 +157,33 @@ export class Metrics {
   }
 
   decision (route: string, transport: Transport, outcome: Outcome, code: string, stage: string, seconds: number): void {
-    const key = `d\0${route}\0${transport}\0${outcome}\0${code}\0${stage}`
-    let a = this.#attrs.get(key)
-    if (a === undefined) this.#attrs.set(key, (a = Object.freeze({ route, transport, outcome, code, stage })))
+    const slot = this.#slot(route, transport)
+    let a: Attributes | undefined
+    if (outcome === 'allowed') {
+      a = slot.allowed ??= Object.freeze({ route, transport, outcome, code, stage })
+    } else {
+      const key = `${outcome}\0${code}\0${stage}`
+      a = slot.decisions.get(key)
+      if (a === undefined) slot.decisions.set(key, (a = Object.freeze({ route, transport, outcome, code, stage })))
+    }
     this.#decisions.add(1, a)
-    if (outcome !== 'reported') this.#duration.record(seconds, this.#routeAttrs(route, transport))
+    if (outcome !== 'reported') this.#duration.record(seconds, slot.route)
   }
 
   opened (route: string, transport: Transport): void {
-    this.#connections.add(1, this.#routeAttrs(route, transport))
+    this.#connections.add(1, this.#slot(route, transport).route)
   }
 
   closed (route: string, transport: Transport, code: number): void {
-    this.#connections.add(-1, this.#routeAttrs(route, transport))
-    const label = closeCodeLabel(code)
-    const key = `c\0${route}\0${transport}\0${label}`
-    let a = this.#attrs.get(key)
-    if (a === undefined) this.#attrs.set(key, (a = Object.freeze({ route, transport, code: label })))
+    const slot = this.#slot(route, transport)
+    this.#connections.add(-1, slot.route)
+    let a = slot.closes.get(code)
+    if (a === undefined) {
+      // closeCodeLabel folds unknown codes into ranges; the map is keyed by the raw code, so bound it
+      const label = closeCodeLabel(code)
+      a = Object.freeze({ route, transport, code: label })
+      if (slot.closes.size < 256) slot.closes.set(code, a)
+    }
     this.#closes.add(1, a)
   }
 
@@ -173,12 +191,24 @@ export class Metrics {
     this.#revocations.add(1)
   }
 
-  #routeAttrs (route: string, transport: Transport): Attributes {
-    const key = `r\0${route}\0${transport}`
-    let a = this.#attrs.get(key)
-    if (a === undefined) this.#attrs.set(key, (a = Object.freeze({ route, transport })))
-    return a
+  #slot (route: string, transport: Transport): AttributeSlot {
+    let byTransport = this.#slots.get(route)
+    if (byTransport === undefined) this.#slots.set(route, (byTransport = new Map()))
+    let slot = byTransport.get(transport)
+    if (slot === undefined) {
+      slot = { route: Object.freeze({ route, transport }), allowed: undefined, decisions: new Map(), closes: new Map() }
+      byTransport.set(transport, slot)
+    }
+    return slot
   }
+}
+
+/** The attribute objects of one route and transport, made once and reused by every record. */
+interface AttributeSlot {
+  route: Attributes
+  allowed: Attributes | undefined
+  decisions: Map<string, Attributes>
+  closes: Map<number, Attributes>
 }
 
 /**
