@@ -169,7 +169,7 @@ return 1
 
 /**
  * Any node: drop frames ≤ ack, read the rest within limits. KEYS: meta, out, in.
- * ARGV: prefix, sid, ack, maxMessages, maxBytes, linger.
+ * ARGV: prefix, sid, ack, maxMessages, maxBytes, linger, after (frames a stream wrote; optional).
  * Returns nil (unknown) or { inAck, lastSeq, state, code, reason, all (1|0), seq, type, data, bytes, ... }.
  */
 export const READ_OUT = prelude + `
@@ -188,7 +188,9 @@ if ack > acked then
   if freed > 0 then redis.call('HINCRBY', KEYS[1], 'outBytes', -freed) end
   acked = ack
 end
-local entries = redis.call('XRANGE', KEYS[2], '(' .. acked .. '-0', '+', 'COUNT', tonumber(ARGV[4]))
+-- ARGV[7] (optional): frames up to this seq were written to a stream; skip them, unacked
+local from = math.max(acked, tonumber(ARGV[7] or '0'))
+local entries = redis.call('XRANGE', KEYS[2], '(' .. from .. '-0', '+', 'COUNT', tonumber(ARGV[4]))
 local out = { tonumber(m[6]), lastSeq, m[1], m[2] or '', m[3] or '', 0 }
 local n, bytes, maxBytes = 0, 0, tonumber(ARGV[5])
 for _, e in ipairs(entries) do
@@ -201,7 +203,8 @@ for _, e in ipairs(entries) do
   out[#out + 1] = e[2][4]
   out[#out + 1] = e[2][6]
 end
-if n == redis.call('XLEN', KEYS[2]) then out[6] = 1 end
+-- the close comes last: only once every queued frame past \`from\` has been read
+if n >= redis.call('XLEN', KEYS[2]) - (from - acked) then out[6] = 1 end
 return out
 `
 

@@ -197,7 +197,9 @@ export class RedisStore implements FallbackStore {
       origin: rec.origin,
       ip: rec.ip,
       createdAt: rec.createdAt,
-      ttlMs: rec.ttlMs
+      ttlMs: rec.ttlMs,
+      // the negotiated wire version (absent = 1): any node answers a send as the client expects
+      version: rec.version
     })
     const [r, epoch] = await this.#script('pcCreate', rec.sid, rec.node, rec.ip, rec.identityId ?? '', binding,
       rec.createdAt, rec.ttlMs, limits.total, limits.perIp, limits.perIdentity, this.#opts.nodeTtlMs,
@@ -249,7 +251,7 @@ export class RedisStore implements FallbackStore {
   }
 
   async readOutbound (sid: string, ack: number, limits: ReadLimits): Promise<ReadResult> {
-    const r = await this.#script('pcReadOut', sid, ack, limits.messages, limits.bytes, this.#opts.lingerMs) as Array<string | number> | null
+    const r = await this.#script('pcReadOut', sid, ack, limits.messages, limits.bytes, this.#opts.lingerMs, limits.after ?? 0) as Array<string | number> | null
     if (r === null) return { found: false }
     const frames: OutboundFrame[] = []
     for (let i = 6; i < r.length; i += 4) {

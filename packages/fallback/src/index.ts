@@ -3,22 +3,26 @@ import { parse as parseQueryString } from 'node:querystring'
 import fp from 'fastify-plugin'
 import {
   CloseCodes, denialOf, kProtectedRoute, replyDenial,
-  type Decision, type PortcullisState, type ProtectedRoute
+  type ProtectedRoute
 } from '@portcullis/policy'
 import type { FallbackLimits, FallbackOptions, FallbackRouteOption } from './types.js'
-import { MemoryStore, type FallbackStore, type OutboundFrame, type ReadResult, type SessionRecord, type WakeReason } from './store.js'
+import { MemoryStore, type FallbackStore, type ReadResult, type SessionRecord } from './store.js'
 import { LongPollSocket, kClientClose, kFail, kReceive, kSettled } from './socket.js'
-import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseOpenQuery, parseSendBody } from './wire.js'
+import { isJsonContentType, isSid, newSid, parseAck, parseCloseBody, parseOpenBody, parseOpenQuery, parseOpenVersions, parseSendBody, VERSIONS } from './wire.js'
+import {
+  Hold, answerPoll, badRequest, bump, clientGone, emptyPoll, headerValue, matches, noStore, noop, originOf, refuse, unknownSession
+} from './session.js'
+import { serveStream } from './stream.js'
 import { atMost, timedStore } from './timed-store.js'
 import {
-  PORTCULLIS_FALLBACK_BAD_ACK, PORTCULLIS_FALLBACK_BAD_REQUEST, PORTCULLIS_FALLBACK_BODY_TOO_LARGE,
+  PORTCULLIS_FALLBACK_BAD_ACK, PORTCULLIS_FALLBACK_BODY_TOO_LARGE,
   PORTCULLIS_FALLBACK_CONTENT_TYPE, PORTCULLIS_FALLBACK_HEADER_REQUIRED, PORTCULLIS_FALLBACK_INTERNAL,
   PORTCULLIS_FALLBACK_INVALID_OPTION, PORTCULLIS_FALLBACK_QUERY_REFUSED, PORTCULLIS_FALLBACK_SEQUENCE_GAP,
-  PORTCULLIS_FALLBACK_TOO_MANY_POLLS, PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS, PORTCULLIS_FALLBACK_UNKNOWN_SESSION
+  PORTCULLIS_FALLBACK_TOO_MANY_POLLS, PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS
 } from './errors.js'
 
-/** Wire protocol version, answered by `open` as `v`. */
-export const PROTOCOL_VERSION = 1
+/** The highest wire protocol version this server speaks (`open` answers the highest both know as `v`). */
+export const PROTOCOL_VERSION = VERSIONS[0]
 /** The marker header every fallback request carries (PROTOCOL.md §2). */
 export const FALLBACK_HEADER = 'x-portcullis-fallback'
 /** Request headers a CORS preflight for the fallback must allow (for `@portcullis/origin-guard`). */
@@ -40,6 +44,7 @@ const defaults = Object.freeze({
   maxSessions: 10_000,
   maxPendingPollsPerIp: 64,
   storeTimeoutMs: 15_000,
+  stream: true,
   // Fastify's default parser (fast-querystring) and Node's agree: repeated keys make arrays,
   // `+` is a space, percent-escapes are decoded
   querystringParser: parseQueryString as (query: string) => Record<string, unknown>
@@ -51,6 +56,8 @@ const PLUGIN_KEYS = new Set(['maxPendingPollsPerIp', 'storeTimeoutMs', 'querystr
 const LIMIT_KEYS = Object.freeze(Object.keys(defaults).filter(k => !PLUGIN_KEYS.has(k))) as ReadonlyArray<keyof Limits>
 /** The close of a session whose socket a store failure ended (what its handler saw, too). */
 const LOST_CLOSE = Object.freeze({ code: CloseCodes.INTERNAL_ERROR, reason: 'internal error' })
+/** Route options that are switches, not numbers. */
+const BOOLEAN_KEYS = new Set(['stream'])
 /** Session caps may be 0 (no limit); every other limit is a positive integer. */
 const ZERO_OK = new Set(['maxSessionsPerIdentity', 'maxSessionsPerIp', 'maxSessions'])
 /** Node's timers hold at most 2^31 − 1 ms. */
@@ -63,7 +70,7 @@ const MAX_TIMER = 2 ** 31 - 1
 const OPEN_BODY_LIMIT = 16 * 1024
 const CLOSE_BODY_LIMIT = 1024
 
-type Kind = 'open' | 'poll' | 'send' | 'close'
+type Kind = 'open' | 'poll' | 'send' | 'close' | 'stream'
 
 interface Bound {
   sid: string
@@ -103,7 +110,12 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
   const sockets = new Map<string, LongPollSocket>()
   /** Waiting polls on this node, by IP (the bound) and as a set (shutdown wakes them). */
   const pendingPerIp = new Map<string, number>()
-  const waiting = new Set<(reason: WakeReason | 'timeout' | 'aborted') => void>()
+  const waiting = new Set<Hold['fire']>()
+  /**
+   * The held poll or stream of each session on this node (the newest). A v2 send served here
+   * tells a held poll which replies its answer carries, so the poll is not woken for them (§12.2).
+   */
+  const holds = new Map<string, Hold>()
   const active = new Set<Promise<unknown>>()
   /** What onRequest established for a poll/send/close request. */
   const bound = new WeakMap<FastifyRequest, Bound>()
@@ -179,18 +191,26 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/poll`, onRequest: gate('poll', route, limits), handler: pollHandler })
     instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/send`, bodyLimit: limits.maxBodyBytes, onRequest: gate('send', route, limits), handler: sendHandler })
     instance.route({ ...common, method: 'POST', url: `${prefix}/_lp/close`, bodyLimit: CLOSE_BODY_LIMIT, onRequest: gate('close', route, limits), handler: closeHandler })
-    for (const kind of ['open', 'poll', 'send', 'close']) {
+    const kinds = ['open', 'poll', 'send', 'close']
+    if (limits.stream) {
+      instance.route({ ...common, method: 'GET', url: `${prefix}/_lp/stream`, onRequest: gate('stream', route, limits), handler: streamHandler })
+      kinds.push('stream')
+    }
+    for (const kind of kinds) {
       // explicit OPTIONS routes carry the marker, so the origin guard's CORS hook sees preflights
       instance.route({ ...common, method: 'OPTIONS', url: `${prefix}/_lp/${kind}`, handler: preflightHandler })
     }
-    route.endpoints.push(`long-poll ${shown}/_lp/{open,poll,send,close}`)
+    route.endpoints.push(`long-poll ${shown}/_lp/{${kinds.join(',')}}`)
+    const readLimits = Object.freeze({ messages: limits.maxMessagesPerRequest, bytes: limits.maxPollBytes })
 
     async function openHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
       let offered: string | undefined
       let query: string | undefined
+      let version: number
       try {
         offered = parseOpenBody(request.body)
         query = parseOpenQuery(request.body as Record<string, unknown>)
+        version = parseOpenVersions(request.body as Record<string, unknown>)
       } catch (err) {
         return badRequest(reply, err)
       }
@@ -209,7 +229,9 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
         origin: originOf(request),
         ip: request.ip,
         createdAt: Date.now(),
-        ttlMs: limits.idleTimeoutMs + limits.pollTimeoutMs + limits.closeLingerMs
+        ttlMs: limits.idleTimeoutMs + limits.pollTimeoutMs + limits.closeLingerMs,
+        // v1 records stay as they were (no field), so a v1 session reads the same on every store
+        ...(version === 1 ? {} : { version })
       }, { perIdentity: limits.maxSessionsPerIdentity, perIp: limits.maxSessionsPerIp, total: limits.maxSessions })
       if (created !== 'ok') {
         request.log.warn({ portcullis: { code: 'PORTCULLIS_FALLBACK_TOO_MANY_SESSIONS', bound: created, route: route.url } }, 'portcullis: fallback session bound reached')
@@ -238,8 +260,8 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       // a guard factory that throws: the core closed the socket with 1011, the handler never runs
       if (policy.attach(socket, state, request.log, route.url, 'long-poll') !== false) runHandler(this, route, socket, request)
       noStore(reply)
-      return {
-        v: PROTOCOL_VERSION,
+      const answer = {
+        v: version,
         sid,
         protocol,
         pollTimeoutMs: limits.pollTimeoutMs,
@@ -248,6 +270,8 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
         maxBodyBytes: limits.maxBodyBytes,
         maxPayload: limits.maxPayload
       }
+      // v2 says whether the stream endpoint exists (a v1 answer is exactly as it was)
+      return version === 1 ? answer : { ...answer, stream: limits.stream }
     }
 
     async function pollHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -262,9 +286,8 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       if ((pendingPerIp.get(ip) ?? 0) >= maxPendingPollsPerIp) {
         return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
       }
-      const readLimits = { messages: limits.maxMessagesPerRequest, bytes: limits.maxPollBytes }
-      let wake!: (reason: WakeReason | 'timeout' | 'aborted') => void
-      const woken = new Promise<WakeReason | 'timeout' | 'aborted'>((resolve) => { wake = resolve })
+      const hold = new Hold()
+      const wake = hold.fire
       // Hear the client go away before the first await, so an abort at any point ends the wait.
       const onAbort = (): void => wake('aborted')
       reply.raw.once('close', onAbort)
@@ -284,19 +307,34 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
           if (ack > first.lastSeq) return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_ACK()))
           if (first.frames.length > 0 || first.close !== undefined) return answerPoll(reply, first)
           waiting.add(wake)
+          holds.set(sid, hold)
           timer = setTimeout(wake, limits.pollTimeoutMs, 'timeout')
-          const reason = await woken
-          // Aborted: the answer goes nowhere, but it is sent (onSend hooks run), so no reply is
-          // left pending. Nothing is lost: frames stay queued until a poll acks them.
-          if (reason === 'aborted' || reason === 'superseded') return emptyPoll(reply, first.inAck)
-          const next = await store.readOutbound(sid, ack, readLimits)
-          if (!next.found) return unknownSession(reply)
-          return answerPoll(reply, next)
+          for (;;) {
+            const reason = await hold.next()
+            // Aborted: the answer goes nowhere, but it is sent (onSend hooks run), so no reply is
+            // left pending. Nothing is lost: frames stay queued until a poll acks them.
+            if (reason === 'aborted' || reason === 'superseded') return emptyPoll(reply, first.inAck)
+            // A v2 send answer served here carries the replies it was sent for: wait for it, and
+            // keep holding if it carried everything that woke us (one exchange per request/response).
+            if (hold.sends > 0) await hold.sendsSettled()
+            const claimed = reason === 'data' && hold.claimed > 0
+            // watch again before reading, so a message pushed after the read still wakes us
+            if (claimed) {
+              unwatch()
+              unwatch = store.watch(sid, wake)
+            }
+            const next = await store.readOutbound(sid, ack, readLimits)
+            if (!next.found) return unknownSession(reply)
+            const last = next.frames.length === 0 ? 0 : next.frames[next.frames.length - 1].seq
+            if (claimed && next.close === undefined && last <= hold.claimed) continue
+            return answerPoll(reply, next)
+          }
         } finally {
           clearTimeout(timer)
           reply.raw.removeListener('close', onAbort)
           unwatch()
           waiting.delete(wake)
+          if (holds.get(sid) === hold) holds.delete(sid)
           bump(pendingPerIp, ip, -1)
         }
       })()
@@ -310,25 +348,116 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
 
     async function sendHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
       const { sid, record } = bound.get(request)!
+      const v2 = record.version === 2
       let frames
+      let ack = 0
       try {
-        frames = parseSendBody(request.body, limits.maxMessagesPerRequest)
+        frames = parseSendBody(request.body, limits.maxMessagesPerRequest, v2)
+        if (v2) ack = parseAck(request.headers['x-portcullis-ack'])
       } catch (err) {
         return badRequest(reply, err)
       }
-      // Ours, but its socket finished while the body was read (a store failure): close the
-      // record first, so the store refuses these messages (no ack) instead of routing them to
-      // no handler. Checked right before the push, which hands them over in the same tick.
-      if (record.node === store.nodeId && !sockets.has(sid)) await closeLost(sid, limits.closeLingerMs)
-      const r = await store.pushInbound(sid, frames)
-      if (r.status === 'unknown') return unknownSession(reply)
-      if (r.status === 'gap') {
-        const e = new PORTCULLIS_FALLBACK_SEQUENCE_GAP()
-        noStore(reply).code(e.statusCode!)
-        return { code: e.code, message: e.message, ack: r.inAck }
+      // v2 ack-only send (a stream client's periodic ack)
+      if (frames.length === 0) return await answerSend(reply, sid, ack, undefined)
+      // a poll held here must not answer the replies this send's answer will carry
+      const hold = v2 ? holds.get(sid) : undefined
+      const claim = hold !== undefined && !hold.stream ? hold : undefined
+      claim?.sendStarted()
+      let upTo = 0
+      try {
+        // Ours, but its socket finished while the body was read (a store failure): close the
+        // record first, so the store refuses these messages (no ack) instead of routing them to
+        // no handler. Checked right before the push, which hands them over in the same tick.
+        if (record.node === store.nodeId && !sockets.has(sid)) await closeLost(sid, limits.closeLingerMs)
+        const r = await store.pushInbound(sid, frames)
+        if (r.status === 'unknown') return unknownSession(reply)
+        if (r.status === 'gap') {
+          const e = new PORTCULLIS_FALLBACK_SEQUENCE_GAP()
+          noStore(reply).code(e.statusCode!)
+          return { code: e.code, message: e.message, ack: r.inAck }
+        }
+        if (!v2) {
+          noStore(reply)
+          return { ack: r.inAck }
+        }
+        if (r.status === 'ok' && r.accepted > 0) {
+          // The handler's replies of this tick: its message listeners ran in pushInbound's tick,
+          // the socket batches sends per microtask, and one setImmediate lets that batch reach
+          // its store chain; then wait for the chain (each call bounded by storeTimeoutMs).
+          await new Promise(setImmediate)
+          const socket = sockets.get(sid)
+          if (socket !== undefined) await socket[kSettled]
+        }
+        return await answerSend(reply, sid, ack, (seq) => { upTo = seq })
+      } finally {
+        claim?.sendDone(upTo)
       }
+    }
+
+    /** A v2 send's answer: the client's ack applied, then what a poll would answer now (§12.2). */
+    async function answerSend (reply: FastifyReply, sid: string, ack: number, carried: ((seq: number) => void) | undefined): Promise<unknown> {
+      const next = await store.readOutbound(sid, ack, readLimits)
+      if (!next.found) return unknownSession(reply)
+      if (ack > next.lastSeq) return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_ACK()))
       noStore(reply)
-      return { ack: r.inAck }
+      // A stream held here writes these messages itself, at once: the answer carries no copy.
+      if (holds.get(sid)?.stream === true) {
+        return next.close === undefined ? { ack: next.inAck, messages: [] } : { ack: next.inAck, messages: [], close: next.close }
+      }
+      if (next.frames.length > 0) carried?.(next.frames[next.frames.length - 1].seq)
+      return answerPoll(reply, next)
+    }
+
+    async function streamHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      const { sid } = bound.get(request)!
+      let ack: number
+      try {
+        ack = parseAck(request.headers['x-portcullis-ack'])
+      } catch (err) {
+        return badRequest(reply, err)
+      }
+      const ip = request.ip
+      // a stream is a held request: the per-IP cap of waiting polls counts it
+      if ((pendingPerIp.get(ip) ?? 0) >= maxPendingPollsPerIp) {
+        return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
+      }
+      const hold = new Hold(true)
+      let unwatch: () => void = noop
+      let freed = false
+      const free = (): void => {
+        if (freed) return
+        freed = true
+        waiting.delete(hold.fire)
+        if (holds.get(sid) === hold) holds.delete(sid)
+        bump(pendingPerIp, ip, -1)
+      }
+      bump(pendingPerIp, ip, 1)
+      let first: ReadResult
+      try {
+        if (clientGone(request)) {
+          free()
+          return emptyPoll(reply, 0)
+        }
+        // watch before reading (a newer poll or stream of the session supersedes this one)
+        unwatch = store.watch(sid, hold.fire)
+        first = await store.readOutbound(sid, ack, readLimits)
+      } catch (err) {
+        unwatch()
+        free()
+        throw err
+      }
+      // refused exactly as a poll is, before any byte of a stream is written
+      if (!first.found || ack > first.lastSeq) {
+        unwatch()
+        free()
+        return first.found ? replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_ACK())) : unknownSession(reply)
+      }
+      waiting.add(hold.fire)
+      holds.set(sid, hold)
+      const work = serveStream(request, reply, { store, limits, sid, ack, first, hold, unwatch, done: free })
+      active.add(work)
+      work.finally(() => active.delete(work)).catch(noop)
+      return reply
     }
 
     async function closeHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -360,7 +489,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       if ((request.raw.url ?? '').includes('?')) return refuse(reply, new PORTCULLIS_FALLBACK_QUERY_REFUSED())
       // a custom header makes every cross-origin request non-simple: preflight first (Fetch §3.2.2)
       if (request.headers[FALLBACK_HEADER] !== '1') return refuse(reply, new PORTCULLIS_FALLBACK_HEADER_REQUIRED())
-      if (kind !== 'poll' && !isJsonContentType(request.headers['content-type'])) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
+      if (kind !== 'poll' && kind !== 'stream' && !isJsonContentType(request.headers['content-type'])) return refuse(reply, new PORTCULLIS_FALLBACK_CONTENT_TYPE())
       // Browsers cannot send Sec-* headers from script (Fetch "forbidden request-header"); the
       // offer of a fallback request is in the open body or X-Portcullis-Protocol, never a
       // WebSocket header (PROTOCOL.md §9) — on every endpoint, `open` included.
@@ -369,13 +498,13 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
 
       // The cheap per-IP bound first: a flood of polls from one address must not buy an
       // identity lookup (a session store round trip) each. The handler checks again, exactly.
-      if (kind === 'poll' && (pendingPerIp.get(request.ip) ?? 0) >= maxPendingPollsPerIp) {
+      if ((kind === 'poll' || kind === 'stream') && (pendingPerIp.get(request.ip) ?? 0) >= maxPendingPollsPerIp) {
         return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
       }
       // The policy sees only the request (origin, cookies, the repeated protocol), never whether
       // the id exists, so its answer cannot tell a live id from a dead one. `resumed` tells
       // stages that count new connections (per-identity limits) that this one was counted at open.
-      const decision = await route.evaluate(request, 'long-poll', headerValue(request.headers['x-portcullis-protocol']), true)
+      const decision = await route.evaluate(request, kind === 'stream' ? 'stream' : 'long-poll', headerValue(request.headers['x-portcullis-protocol']), true)
       if (!decision.allowed) return replyDenial(reply, decision.denial)
       const sid = request.headers['x-portcullis-sid']
       let record = isSid(sid) ? await store.get(sid) : undefined
@@ -406,79 +535,6 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       fail(err)
     }
   }
-}
-
-/** The session binding (PROTOCOL.md §5): same route, protocol, identity, auth session and Origin. */
-function matches (record: SessionRecord, route: ProtectedRoute, decision: Decision & { allowed: true }, request: FastifyRequest): boolean {
-  const state: PortcullisState = decision.state
-  return record.route === route.url &&
-    record.protocol === (state.protocol ?? '') &&
-    record.identityId === state.identity?.id &&
-    record.sessionId === state.identity?.sessionId &&
-    record.origin === originOf(request)
-}
-
-/**
- * The origin a request effectively comes from, for the binding. Browsers send no `Origin` on a
- * same-origin GET (Fetch §3.1, "origin header" is only serialized for CORS or non-GET/HEAD), so
- * a poll from the page that opened the session arrives without one; `Sec-Fetch-Site:
- * same-origin` — a forbidden header a page cannot set — then stands for the server's own origin,
- * as the origin guard judges it. Otherwise the exact header value (or its absence).
- */
-function originOf (request: FastifyRequest): string | undefined {
-  const o = request.headers.origin
-  if (typeof o === 'string') return o
-  if (o === undefined && request.headers['sec-fetch-site'] === 'same-origin') return `${request.protocol}://${request.host}`
-  return undefined
-}
-
-function headerValue (h: string | string[] | undefined): string | undefined {
-  if (h === undefined) return undefined
-  const v = Array.isArray(h) ? h.join(', ') : h
-  return v.length === 0 ? undefined : v
-}
-
-/** An answer with nothing in it: the hold ended (superseded, or the client went away). */
-function emptyPoll (reply: FastifyReply, inAck: number): unknown {
-  noStore(reply)
-  return { messages: [], ack: inAck }
-}
-
-/** The client's connection is closed already (it aborted during the gate). */
-function clientGone (request: FastifyRequest): boolean {
-  const socket = request.raw.socket as { destroyed?: boolean } | null
-  return socket === null || socket.destroyed === true
-}
-
-function noop (): void {}
-
-function answerPoll (reply: FastifyReply, r: ReadResult & { found: true }): unknown {
-  noStore(reply)
-  const messages = r.frames.map(wireMessage)
-  return r.close === undefined ? { messages, ack: r.inAck } : { messages, ack: r.inAck, close: r.close }
-}
-
-function wireMessage (f: OutboundFrame): { seq: number, text: string } | { seq: number, binary: string } {
-  return f.type === 'text' ? { seq: f.seq, text: f.data } : { seq: f.seq, binary: f.data }
-}
-
-function noStore (reply: FastifyReply): FastifyReply {
-  reply.header('cache-control', 'no-store')
-  reply.header('x-content-type-options', 'nosniff')
-  return reply
-}
-
-function refuse (reply: FastifyReply, err: { statusCode?: number, code: string, message: string }): FastifyReply {
-  return replyDenial(reply, denialOf(err))
-}
-
-function unknownSession (reply: FastifyReply): FastifyReply {
-  return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_UNKNOWN_SESSION()))
-}
-
-function badRequest (reply: FastifyReply, err: unknown): FastifyReply {
-  const detail = err instanceof SyntaxError ? err.message : 'invalid body'
-  return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_BAD_REQUEST(detail)))
 }
 
 /**
@@ -532,12 +588,6 @@ async function preflightHandler (_request: FastifyRequest, reply: FastifyReply):
   noStore(reply).code(204).header('allow', 'GET, POST, OPTIONS').send()
 }
 
-function bump (map: Map<string, number>, key: string, d: number): void {
-  const n = (map.get(key) ?? 0) + d
-  if (n <= 0) map.delete(key)
-  else map.set(key, n)
-}
-
 function definedOnly<T extends object> (o: T): Partial<T> {
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v
@@ -553,6 +603,10 @@ function pickLimits (o: Record<string, unknown>): Limits {
 function checkLimits (o: Record<string, unknown>, where: string, Err: (msg: string) => Error): void {
   for (const [k, v] of Object.entries(o)) {
     if (!(LIMIT_KEYS as readonly string[]).includes(k)) throw Err(`${where}unknown limit "${k}" (known: ${LIMIT_KEYS.join(', ')})`)
+    if (BOOLEAN_KEYS.has(k)) {
+      if (typeof v !== 'boolean') throw Err(`${where}${k} must be a boolean`)
+      continue
+    }
     const min = ZERO_OK.has(k) ? 0 : 1
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || (k.endsWith('Ms') && v > MAX_TIMER)) {
       throw Err(`${where}${k} must be an integer ≥ ${min}${k.endsWith('Ms') ? ` and ≤ ${MAX_TIMER}` : ''}`)

@@ -71,6 +71,8 @@ export interface SessionRecord {
   outAck: number
   /** Set once the session is closed: kept until the TTL so a retried poll sees the same close. */
   closed: CloseFrame | undefined
+  /** Wire protocol version negotiated at open (PROTOCOL.md §12); absent = 1. Part of the record, so any node answers a send as the client expects. */
+  readonly version?: number
 }
 
 export type NewSessionRecord = Omit<SessionRecord, 'lastSeen' | 'inAck' | 'outAck' | 'closed'>
@@ -95,13 +97,18 @@ export interface ReadLimits {
   messages: number
   /** Stop adding frames once this many bytes are in the answer (at least one frame is always returned). */
   bytes: number
+  /**
+   * Skip frames with `seq ≤ after` too, without acknowledging them: a stream has written them
+   * and they stay queued until the client acks (PROTOCOL.md §13). Default 0.
+   */
+  after?: number
 }
 
 export type ReadResult =
   | { found: false }
   | {
     found: true
-    /** Frames with `seq > max(ack, outAck)`, in order, within the read limits. */
+    /** Frames with `seq > max(ack, outAck, limits.after)`, in order, within the read limits. */
     frames: OutboundFrame[]
     /** The close frame, only once every queued frame has been read (it is the last thing delivered). */
     close: CloseFrame | undefined
@@ -311,12 +318,17 @@ export class MemoryStore implements FallbackStore {
     }
     const frames: OutboundFrame[] = []
     let bytes = 0
-    for (const f of s.frames) {
+    const after = Math.max(limits.after ?? 0, s.record.outAck)
+    // frames are contiguous from outAck + 1: the first one past `after` is at a known index
+    const start = Math.max(0, after - s.record.outAck)
+    for (let i = start; i < s.frames.length; i++) {
+      const f = s.frames[i]
       if (frames.length >= limits.messages || (frames.length > 0 && bytes + f.bytes > limits.bytes)) break
       frames.push(f)
       bytes += f.bytes
     }
-    const all = frames.length === s.frames.length
+    // the close comes last: only once every frame up to the last seq has been read
+    const all = start + frames.length >= s.frames.length
     return { found: true, frames, close: all ? s.record.closed : undefined, inAck: s.record.inAck, lastSeq: s.lastSeq }
   }
 

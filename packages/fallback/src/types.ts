@@ -29,6 +29,12 @@ export interface FallbackLimits {
   maxSessionsPerIp?: number
   /** Live fallback sessions in total (the whole store). `0` = no limit. Default `10000`. */
   maxSessions?: number
+  /**
+   * Serve the streaming downstream `GET <path>/_lp/stream` (wire protocol v2, PROTOCOL.md §13)
+   * beside the long-poll endpoints; a v2 `open` answers `stream: true|false` accordingly.
+   * Default `true`.
+   */
+  stream?: boolean
 }
 
 /** The `fallback` key of a route's `wsPolicy`: `true` (defaults) or limits to override. */

@@ -132,10 +132,34 @@ function onlyKeys (o: Record<string, unknown>, allowed: readonly string[], what:
   }
 }
 
-/** `open` body: `{ protocols?: string[], query?: string }`. Returns the offered list, as a header would join it. */
+/** Wire protocol versions this server speaks, highest first (PROTOCOL.md §12). */
+export const VERSIONS: readonly number[] = Object.freeze([2, 1])
+/** At most this many versions in an offer. */
+export const MAX_VERSIONS = 8
+
+/**
+ * `open` body's `versions` (call after `parseOpenBody`): the highest version both sides speak.
+ * Absent = a v1 client. An offer that is not an array of 1 to 8 safe integers, or that names no
+ * version this server speaks, is refused (400) rather than guessed at.
+ */
+export function parseOpenVersions (body: Record<string, unknown>): number {
+  const offer = body.versions
+  if (offer === undefined) return 1
+  if (!Array.isArray(offer) || offer.length === 0 || offer.length > MAX_VERSIONS) throw new SyntaxError(`open: versions must be an array of 1 to ${MAX_VERSIONS} integers`)
+  let best = 0
+  for (let i = 0; i < offer.length; i++) {
+    const v = offer[i]
+    if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new SyntaxError(`open: versions[${i}] must be an integer`)
+    if (v > best && VERSIONS.includes(v)) best = v
+  }
+  if (best === 0) throw new SyntaxError(`open: no version this server speaks (${VERSIONS.join(', ')})`)
+  return best
+}
+
+/** `open` body: `{ protocols?: string[], query?: string, versions?: number[] }`. Returns the offered list, as a header would join it. */
 export function parseOpenBody (body: unknown): string | undefined {
   if (!isPlainObject(body)) throw new SyntaxError('open: body must be an object')
-  onlyKeys(body, ['protocols', 'query'], 'open')
+  onlyKeys(body, ['protocols', 'query', 'versions'], 'open')
   const list = body.protocols
   if (list === undefined) return undefined
   if (!Array.isArray(list)) throw new SyntaxError('open: protocols must be an array')
@@ -165,14 +189,17 @@ export function parseOpenQuery (body: Record<string, unknown>): string | undefin
   return q.length === 0 ? undefined : q
 }
 
-/** `send` body: `{ seq, messages: [{ text } | { binary }] }`. Returns the numbered frames. */
-export function parseSendBody (body: unknown, maxMessages: number): InboundFrame[] {
+/**
+ * `send` body: `{ seq, messages: [{ text } | { binary }] }`. Returns the numbered frames.
+ * `allowEmpty` (v2): `messages: []` is an ack-only send (PROTOCOL.md §12.2).
+ */
+export function parseSendBody (body: unknown, maxMessages: number, allowEmpty = false): InboundFrame[] {
   if (!isPlainObject(body)) throw new SyntaxError('send: body must be an object')
   onlyKeys(body, ['seq', 'messages'], 'send')
   const seq = body.seq
   const messages = body.messages
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) throw new SyntaxError('send: seq must be a positive integer')
-  if (!Array.isArray(messages) || messages.length === 0) throw new SyntaxError('send: messages must be a non-empty array')
+  if (!Array.isArray(messages) || (messages.length === 0 && !allowEmpty)) throw new SyntaxError('send: messages must be a non-empty array')
   if (messages.length > maxMessages) throw new SyntaxError(`send: more than ${maxMessages} messages`)
   if (!Number.isSafeInteger(seq + messages.length)) throw new SyntaxError('send: seq out of range')
   const frames: InboundFrame[] = new Array(messages.length)

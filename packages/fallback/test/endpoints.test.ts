@@ -97,7 +97,7 @@ t.test('describe() lists the long-poll endpoints of the route', async (t) => {
   app.get('/plain', { websocket: true }, () => {})
   await app.ready()
   const rows = app.wsPolicy.describe()
-  t.same(rows.find(r => r.route === '/chat')?.transports, ['websocket', 'long-poll /chat/_lp/{open,poll,send,close}'])
+  t.same(rows.find(r => r.route === '/chat')?.transports, ['websocket', 'long-poll /chat/_lp/{open,poll,send,close,stream}'])
   t.same(rows.find(r => r.route === '/plain')?.transports, ['websocket'])
 })
 
