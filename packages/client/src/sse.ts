@@ -3,8 +3,8 @@
  * fallback's `stream` endpoint, which the client reads with `fetch` and a `ReadableStream`: the
  * browser's `EventSource` cannot send the marker header (PROTOCOL.md, v2).
  *
- * Fed decoded text in chunks of any size; lines end with CRLF, LF or CR (a CR at the end of a chunk
- * waits for the next one, which may start with its LF). Comment lines (`:`) are skipped; `event`
+ * Fed decoded text in chunks of any size; lines end with CRLF, LF or CR (a CR that ends a chunk
+ * ends its line at once, and an LF opening the next chunk is its pair). Comment lines (`:`) are skipped; `event`
  * and `data` fields build an event, dispatched at a blank line; `id` and `retry` are not used by the
  * protocol and are ignored, as are unknown fields.
  */
@@ -18,6 +18,7 @@ export function sseParser (onEvent: SseListener): SseParser {
   let buffer = ''
   let type = ''
   let data: string[] = []
+  let skipLf = false
 
   function line (l: string): void {
     if (l === '') {
@@ -38,18 +39,18 @@ export function sseParser (onEvent: SseListener): SseParser {
 
   return {
     push (text) {
+      // a CR ended the last chunk: an LF opening this one belongs to it
+      if (skipLf && text.charCodeAt(0) === 0x0a) text = text.slice(1)
+      skipLf = false
       buffer += text
       let start = 0
       for (let i = 0; i < buffer.length; i++) {
         const c = buffer.charCodeAt(i)
         if (c !== 0x0a && c !== 0x0d) continue
+        line(buffer.slice(start, i))
         if (c === 0x0d) {
-          // CR at the end of what we have: its LF may be in the next chunk
-          if (i + 1 === buffer.length) break
-          line(buffer.slice(start, i))
-          if (buffer.charCodeAt(i + 1) === 0x0a) i++
-        } else {
-          line(buffer.slice(start, i))
+          if (i + 1 === buffer.length) skipLf = true
+          else if (buffer.charCodeAt(i + 1) === 0x0a) i++
         }
         start = i + 1
       }
