@@ -2,11 +2,11 @@ import t from 'tap'
 import { PortcullisSocket } from '../src/index.js'
 import { client, echoServer, messages, next, nextClose } from './helpers.js'
 
-t.test('falls back to long-poll when the upgrade is refused, and the app does not notice', async (t) => {
+t.test('falls back to the fallback\'s stream when the upgrade is refused, and the app does not notice', async (t) => {
   const server = await echoServer(t, { refuseUpgrades: true })
   const s = client(t, server, { rememberFallback: false })
   await next(s, 'open')
-  t.equal(s.transport, 'long-poll')
+  t.equal(s.transport, 'stream', 'the fallback\'s first choice against a v2 server')
   t.equal(s.protocol, 'echo.v1', 'the same subprotocol is negotiated on the fallback')
   t.equal(server.counts.upgrades, 1, 'the WebSocket was tried first')
   t.equal(server.counts.opens, 1)
@@ -24,7 +24,7 @@ t.test('falls back when the upgrade hangs past openTimeoutMs', async (t) => {
   const started = Date.now()
   const s = client(t, server, { openTimeoutMs: 300, rememberFallback: false })
   await next(s, 'open')
-  t.equal(s.transport, 'long-poll')
+  t.equal(s.transport, 'stream')
   t.ok(Date.now() - started >= 300, 'waited for the timeout before falling back')
   const got = messages(s, 1)
   s.send('after a hang')
@@ -38,7 +38,7 @@ t.test('remembers the fallback: the next socket to the same URL skips the WebSoc
   t.equal(server.counts.upgrades, 1)
   const second = client(t, server)
   await next(second, 'open')
-  t.equal(second.transport, 'long-poll')
+  t.equal(second.transport, 'stream', 'straight to the fallback that worked')
   t.equal(server.counts.upgrades, 1, 'no second upgrade attempt')
   t.equal(server.counts.opens, 2)
 })

@@ -28,8 +28,8 @@ export interface EchoServer {
   /** `ws://127.0.0.1:<port>/echo` */
   url: string
   origin: string
-  /** Upgrade requests seen, and fallback opens seen. */
-  counts: { upgrades: number, opens: number }
+  /** Upgrade requests seen, and fallback requests seen by endpoint. */
+  counts: { upgrades: number, opens: number, polls: number, sends: number, streams: number }
   /** Live server-side sockets, in connection order. */
   sockets: ServerSocket[]
   /** `request.query` as each handler call saw it, with its door. */
@@ -42,7 +42,7 @@ export const USERS = new Set(['alice', 'bob'])
 
 export async function echoServer (t: { teardown: (fn: () => unknown) => void }, opts: EchoServerOptions = {}): Promise<EchoServer> {
   const app = Fastify()
-  const counts = { upgrades: 0, opens: 0 }
+  const counts = { upgrades: 0, opens: 0, polls: 0, sends: 0, streams: 0 }
   const sockets: ServerSocket[] = []
   const queries: EchoServer['queries'] = []
   const waiting: Array<(s: ServerSocket) => void> = []
@@ -57,6 +57,9 @@ export async function echoServer (t: { teardown: (fn: () => unknown) => void }, 
   // upgrade socket once a refusal has been answered)
   app.addHook('onRequest', function countAndBreak (request, reply, done) {
     if (request.url.endsWith('/_lp/open')) counts.opens++
+    else if (request.url.endsWith('/_lp/poll')) counts.polls++
+    else if (request.url.endsWith('/_lp/send')) counts.sends++
+    else if (request.url.endsWith('/_lp/stream')) counts.streams++
     if (!request.ws) return done()
     counts.upgrades++
     if (opts.refuseUpgrades === true) {
