@@ -4,7 +4,9 @@
  * second retains beyond the first — from V8 heap snapshots taken before and after, after GCs.
  * The load client lives in the same process but is the same for both, so it cancels out.
  *
- *   node --conditions=portcullis-source --import=tsx bench/heap-diff.ts [n=1000] [base=fastify-ws] [other=portcullis]
+ *   node --conditions=portcullis-source --import=tsx bench/heap-diff.ts [n=1000] [base=fastify-ws] [other=portcullis] [--retainers]
+ *
+ * `--retainers` keys every object also by the field that holds it (`Owner.field`), to say whose it is.
  *
  * Run from source it compiles itself first (bench/lib/build.ts) and re-runs the compiled file:
  * under tsx every named closure carries an extra property store, which would be counted.
@@ -42,7 +44,7 @@ async function census (): Promise<Census> {
   await gc()
   const chunks: Buffer[] = []
   for await (const c of getHeapSnapshot()) chunks.push(c as Buffer)
-  const snap = JSON.parse(Buffer.concat(chunks).toString()) as { snapshot: { meta: { node_fields: string[], node_types: [string[]] } }, nodes: number[], strings: string[] }
+  const snap = JSON.parse(Buffer.concat(chunks).toString()) as { snapshot: { meta: { node_fields: string[], node_types: [string[]], edge_fields: string[], edge_types: [string[]] } }, nodes: number[], edges: number[], strings: string[] }
   const fields = snap.snapshot.meta.node_fields
   const types = snap.snapshot.meta.node_types[0]
   const width = fields.length
@@ -50,14 +52,49 @@ async function census (): Promise<Census> {
   const ni = fields.indexOf('name')
   const si = fields.indexOf('self_size')
   const out: Census = new Map()
+  // with --retainers: each small object is also keyed by the edge that holds it (owner.edge), so
+  // the census says whose field a per-connection object sits in
+  const via = retainers ? firstRetainers(snap, width) : undefined
   for (let i = 0; i < snap.nodes.length; i += width) {
     const type = types[snap.nodes[i + ti]]
     const name = type.includes('string') ? '(string)' : type === 'code' ? '(code)' : snap.strings[snap.nodes[i + ni]].slice(0, 60)
-    const key = `${type}: ${name}`
+    const key = via === undefined ? `${type}: ${name}` : `${type}: ${name} ← ${via[i / width] ?? '?'}`
     const e = out.get(key) ?? { count: 0, bytes: 0 }
     e.count++
     e.bytes += snap.nodes[i + si]
     out.set(key, e)
+  }
+  return out
+}
+
+/** For each node, `owner-name.edge-name` of one retaining edge (the first found). */
+function firstRetainers (snap: { snapshot: { meta: { node_fields: string[], edge_fields: string[], edge_types: [string[]] } }, nodes: number[], edges: number[], strings: string[] }, width: number): string[] {
+  const nf = snap.snapshot.meta.node_fields
+  const ef = snap.snapshot.meta.edge_fields
+  const etypes = snap.snapshot.meta.edge_types[0]
+  const ec = nf.indexOf('edge_count')
+  const oti = nf.indexOf('type')
+  const otypes = (snap.snapshot.meta as unknown as { node_types: [string[]] }).node_types[0]
+  const ni = nf.indexOf('name')
+  const ew = ef.length
+  const eti = ef.indexOf('type')
+  const eni = ef.indexOf('name_or_index')
+  const eto = ef.indexOf('to_node')
+  const out: string[] = []
+  let e = 0
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    // owners are named as the census names nodes (a string's name is its text: too many keys)
+    const ot = otypes[snap.nodes[i + oti]]
+    const owner = ot.includes('string') ? '(string)' : ot === 'code' || ot === 'number' ? `(${ot})` : snap.strings[snap.nodes[i + ni]].slice(0, 40)
+    for (let k = 0; k < snap.nodes[i + ec]; k++, e += ew) {
+      const to = snap.edges[e + eto] / width
+      const t = etypes[snap.edges[e + eti]]
+      if (t === 'weak' || t === 'shortcut') continue
+      if (out[to] !== undefined) continue
+      const n = snap.edges[e + eni]
+      // only an object's or closure's own fields are named (other edge names are too many keys)
+      out[to] = `${owner}.${t === 'property' && (ot === 'object' || ot === 'closure') ? snap.strings[n].slice(0, 40) : `[${t}]`}`
+    }
   }
   return out
 }
@@ -88,9 +125,11 @@ if (import.meta.url.endsWith('.ts')) {
   process.exit(r.status ?? 1)
 }
 
-const n = Number(process.argv[2] ?? 1000)
-const baseName = process.argv[3] ?? 'fastify-ws'
-const otherName = process.argv[4] ?? 'portcullis'
+const args = process.argv.slice(2).filter(a => a !== '--retainers')
+const retainers = process.argv.includes('--retainers')
+const n = Number(args[0] ?? 1000)
+const baseName = args[1] ?? 'fastify-ws'
+const otherName = args[2] ?? 'portcullis'
 const base = await perConnection(baseName, n)
 const other = await perConnection(otherName, n)
 const keys = new Set([...base.keys(), ...other.keys()])

@@ -27,7 +27,12 @@ import {
 export const kProtectedRoute = Symbol.for('portcullis.protected-route')
 const kRoute = kProtectedRoute
 const kUpgradable = Symbol('portcullis.upgradable')
-const kProtocol = Symbol('portcullis.protocol')
+/**
+ * The subprotocol each upgrade's policy chose, until ws asks for it in handleProtocols (then
+ * deleted). Not a property on the IncomingMessage: one more property there allocates its
+ * out-of-object property store, which Fastify then keeps alive for the connection's whole life.
+ */
+const chosenProtocols = new WeakMap<IncomingMessage, string>()
 /** Marks the HTTP server a policy serves: one policy per server (`Symbol.for`: ESM and CJS builds agree). */
 const kServerPolicy = Symbol.for('portcullis.server-policy')
 
@@ -298,14 +303,18 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
       return
     }
     request.portcullis = { transport: 'websocket', state: decision.state }
-    ;(request.raw as IncomingMessage & { [kProtocol]?: string })[kProtocol] = decision.state.protocol
+    // set only when a protocol was chosen, i.e. offered: ws then always asks (and we delete it)
+    if (decision.state.protocol !== undefined) chosenProtocols.set(request.raw, decision.state.protocol)
     done()
   }
 
   // ws calls this with the offered set; we answer only what the subprotocol stage chose — a
   // registered name, never the client's text (RFC 6455 §4.2.2 step 5.5). No stage: no protocol.
   function portcullisHandleProtocols (_offered: Set<string>, req: IncomingMessage): string | false {
-    return (req as IncomingMessage & { [kProtocol]?: string })[kProtocol] ?? false
+    const chosen = chosenProtocols.get(req)
+    if (chosen === undefined) return false
+    chosenProtocols.delete(req)
+    return chosen
   }
 }
 
