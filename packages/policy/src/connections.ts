@@ -111,8 +111,11 @@ export class ConnectionRegistry {
     ;(socket as TrackedSocket)[kTracked] = entry
     socket.emit = trackedEmit as PortcullisSocket['emit']
     socket.close = trackedClose
-    // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper
-    socket.on('close', onTrackedClose)
+    // A ws socket emits its close through `this.emit`, i.e. the tracked emit, which releases
+    // the connection: no listener of our own (it would turn the socket's one close listener into
+    // an array). Another transport's socket may emit through its own reference: a listener.
+    // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper.
+    if (transport !== 'websocket') socket.on('close', onTrackedClose)
     // indexed last, once nothing above can fail
     this.#all.add(entry)
     if (sessionId !== undefined) {
@@ -263,8 +266,8 @@ export interface ConnectionObserver {
  * every listener (a listener the handler adds later still only sees messages that passed), and a
  * listener that throws closes this connection with 1011 instead of escaping into `ws`'s receiver,
  * where it would crash the process. After a violation or a failure nothing more is delivered.
- * For `close`: every listener runs, each contained, so one that throws skips no other (the
- * registry's own listener among them). Other events pass untouched. No rest parameters and no
+ * For `close`: the registry releases the connection first, then every listener runs, each
+ * contained, so one that throws skips no other. Other events pass untouched. No rest parameters and no
  * closure: this runs for every inbound message of every socket.
  */
 function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknown, isBinary?: unknown): boolean {
@@ -286,7 +289,12 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
       return true
     }
   }
-  if (event === 'close') return emitEach(this, entry, data, isBinary)
+  if (event === 'close') {
+    // first, as a listener registered at attach would run before the handler's (release is
+    // idempotent: a long-poll socket's own listener finds it released)
+    entry.registry.release(entry, data, isBinary)
+    return emitEach(this, entry, data, isBinary)
+  }
   if (event === 'error') entry.emittedError = data
   return entry.emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
 }
