@@ -6,14 +6,14 @@
 import { Agent } from 'node:http'
 import { closeAll, echoThroughput, handshakeLatency, handshakeThroughput, openMany, type Target } from './lib/ws-load.js'
 import { hostileRun, malformedProtocolRequest, manyHeadersRequest, plainRequest } from './lib/hostile.js'
-import { openPortcullisPolling, openSocketIoPolling, pollEcho, type EchoClient } from './lib/poll-load.js'
+import { openPortcullisPolling, openPortcullisStream, openSocketIoPolling, pollEcho, type EchoClient } from './lib/poll-load.js'
 import { openSocketIoWs } from './lib/sio-ws.js'
 
 export type Job =
   | { kind: 'handshake', target: Target, concurrency: number, warmupMs: number, windowMs: number, latencyCount: number, latencyMaxMs: number }
   | { kind: 'echo', target: Target, message: string, conns: number, inFlight: number, warmupMs: number, windowMs: number }
   | { kind: 'idle', target: Target, n: number, warm: number }
-  | { kind: 'poll', flavor: 'socketio-polling' | 'socketio-ws' | 'portcullis', target: Target, message: string, clients: number, warmupMs: number, windowMs: number }
+  | { kind: 'poll', flavor: 'socketio-polling' | 'socketio-ws' | 'portcullis' | 'portcullis-stream' | 'node-http-floor', target: Target, message: string, clients: number, warmupMs: number, windowMs: number }
   | { kind: 'hostile', target: Target, variant: 'plain' | 'protocol' | 'headers', size: number, latencyCount: number, windowMs: number, parallel?: number }
 
 type Msg = { type: 'job', id: number, job: Job } | { type: 'continue', id: number } | { type: 'exit' }
@@ -56,7 +56,9 @@ async function run (id: number, job: Job): Promise<unknown> {
           ? openSocketIoPolling(agent, t.port, job.message)
           : job.flavor === 'socketio-ws'
             ? openSocketIoWs(t.port, job.message)
-            : openPortcullisPolling(agent, t.port, t.path, t.headers, job.message)
+            : job.flavor === 'portcullis-stream'
+              ? openPortcullisStream(agent, t.port, t.path, t.headers, job.message)
+              : openPortcullisPolling(agent, t.port, t.path, t.headers, job.message, job.flavor === 'node-http-floor' ? 1 : 2)
         return await pollEcho(open, t.serverPid, job.clients, job.warmupMs, job.windowMs)
       } finally {
         agent.destroy()

@@ -8,9 +8,10 @@ import { Session } from 'node:inspector/promises'
 import { startFastifyWs, startWs } from './servers/bare.js'
 import { startPortcullis } from './servers/portcullis.js'
 import { startSocketIo } from './servers/socketio.js'
+import { startFloor } from './servers/floor.js'
 import type { BenchServer } from './servers/types.js'
 
-export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'socketio-polling', 'socketio-ws'] as const
+export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 
 function start (name: string): Promise<BenchServer> {
@@ -21,6 +22,9 @@ function start (name: string): Promise<BenchServer> {
     case 'portcullis-relay': return startPortcullis({ inspect: false })
     case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })
     case 'portcullis-otel': return startPortcullis({ inspect: true, telemetry: true })
+    // the same server as `portcullis`; the long-poll scenario's load client reads its stream
+    case 'portcullis-stream': return startPortcullis({ inspect: true })
+    case 'node-http-floor': return startFloor()
     case 'socketio-polling': return startSocketIo('polling')
     case 'socketio-ws': return startSocketIo('websocket')
     default: throw new Error(`unknown contender ${name}`)

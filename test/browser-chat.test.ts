@@ -19,7 +19,8 @@ async function converse (t: Test, refuseUpgrades: boolean): Promise<void> {
   })
   const alice = await openLoggedIn(await newContext(t, browser), chat, 'alice')
   const bob = await openLoggedIn(await newContext(t, browser), chat, 'bob')
-  const transport = refuseUpgrades ? 'long-poll' : 'websocket'
+  // the fallback's first choice is the stream (wire v2); browser-stream.test.ts covers long-poll
+  const transport = refuseUpgrades ? 'stream' : 'websocket'
   t.equal(await transportOf(alice), transport, `alice's page shows ${transport}`)
   t.equal(await transportOf(bob), transport, `bob's page shows ${transport}`)
 
@@ -54,10 +55,10 @@ async function converse (t: Test, refuseUpgrades: boolean): Promise<void> {
     t.equal(before, 2, `each page tried the WebSocket once (${before})`)
     await alice.reload()
     await waitForState(alice, 'open')
-    t.equal(await transportOf(alice), 'long-poll')
+    t.equal(await transportOf(alice), 'stream')
     t.equal(upgrades, before, 'no new upgrade attempt after the reload')
     // the old page's session was closed when it went away (1001), not left to idle out
-    await waitFor(() => chat.app.wsPolicy.stats().connections === 2, 5000, 'the old long-poll session to close')
+    await waitFor(() => chat.app.wsPolicy.stats().connections === 2, 5000, 'the old fallback session to close')
     t.equal(chat.app.wsPolicy.stats().connections, 2, 'alice\'s reloaded page and bob: no ghost session')
   }
 }

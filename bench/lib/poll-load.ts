@@ -9,7 +9,7 @@
  * 6 noop. Socket.IO v5 rides inside message packets: `40` connects the main namespace,
  * `42["event",data]` is an event.
  */
-import { Agent, request } from 'node:http'
+import { Agent, request, type ClientRequest } from 'node:http'
 import { startWindow, type WindowResult } from './cpu.js'
 import { latencySummary } from './stats.js'
 import { sleep } from './ws-load.js'
@@ -167,32 +167,30 @@ export async function openSocketIoPolling (agent: Agent, port: number, message: 
 }
 
 /**
- * A lean client of the Portcullis long-poll fallback (packages/fallback/PROTOCOL.md, version 1):
- * opens a session with the reference cookie, origin and subprotocol, keeps one poll in flight
- * (acking what it received), and sends one message per `echo()`.
+ * A lean client of the Portcullis long-poll fallback (packages/fallback/PROTOCOL.md): opens a
+ * session with the reference cookie, origin and subprotocol, keeps one poll in flight (acking
+ * what it received), and sends one message per `echo()`. `version: 2` (the default) offers
+ * `versions: [2, 1]`: the send carries the client's ack and its answer carries the reply, so an
+ * echo is one HTTP exchange (the held poll is not woken for it). `version: 1` is the two-exchange
+ * protocol (the reply comes by the poll), which the node:http floor also speaks.
  */
-export async function openPortcullisPolling (agent: Agent, port: number, route: string, headers: Array<[string, string]>, message: string): Promise<EchoClient> {
-  const common: Record<string, string> = { 'x-portcullis-fallback': '1' }
-  let protocols: string[] = []
-  for (const [name, value] of headers) {
-    if (name.toLowerCase() === 'sec-websocket-protocol') protocols = value.split(',').map(p => p.trim())
-    else common[name.toLowerCase()] = value
-  }
-  const json = { ...common, 'content-type': 'application/json' }
-  const open = await http(agent, port, 'POST', `${route}/_lp/open`, JSON.stringify({ protocols }), json)
-  if (open.status !== 200) throw new Error(`fallback open failed: ${open.status} ${open.body.slice(0, 120)}`)
-  const opened = JSON.parse(open.body) as { sid: string, protocol: string }
-  const sid = opened.sid
-  // later requests repeat the negotiated protocol, so the policy negotiates the same one (§2)
-  if (opened.protocol !== '') common['x-portcullis-protocol'] = opened.protocol
-  const withSid = { ...common, 'x-portcullis-sid': sid }
-  const jsonSid = { ...common, 'content-type': 'application/json', 'x-portcullis-sid': sid }
+export async function openPortcullisPolling (agent: Agent, port: number, route: string, headers: Array<[string, string]>, message: string, version: 1 | 2 = 2): Promise<EchoClient> {
+  const s = await openSession(agent, port, route, headers, version)
+  const { common, jsonSid } = s
+  const withSid = { ...common, 'x-portcullis-sid': s.sid }
   const sendBody = (seq: number): string => `{"seq":${seq},"messages":[{"text":${JSON.stringify(message)}}]}`
   let lastIn = 0
   let nextOut = 1
   let waiting: (() => void) | undefined
   let closed = false
   let pollError: Error | undefined
+  const take = (list: Array<{ seq: number }> | undefined): void => {
+    let fresh = 0
+    for (const m of list ?? []) {
+      if (m.seq > lastIn) { lastIn = m.seq; fresh++ }
+    }
+    if (fresh > 0) { const w = waiting; waiting = undefined; w?.() }
+  }
   const poll = async (): Promise<void> => {
     while (!closed) {
       let r: HttpResult
@@ -204,11 +202,7 @@ export async function openPortcullisPolling (agent: Agent, port: number, route: 
       }
       if (r.status !== 200) { pollError = new Error(`fallback poll ${r.status} ${r.body.slice(0, 120)}`); return }
       const answer = JSON.parse(r.body) as { messages: Array<{ seq: number }>, close?: { code: number } }
-      let fresh = 0
-      for (const m of answer.messages) {
-        if (m.seq > lastIn) { lastIn = m.seq; fresh++ }
-      }
-      if (fresh > 0) { const w = waiting; waiting = undefined; w?.() }
+      take(answer.messages)
       if (answer.close !== undefined) { closed = true; pollError = new Error(`fallback closed ${answer.close.code}`) }
     }
   }
@@ -219,13 +213,114 @@ export async function openPortcullisPolling (agent: Agent, port: number, route: 
       const timer = setTimeout(() => { waiting = undefined; reject(new Error('echo timeout')) }, ECHO_TIMEOUT_MS)
       waiting = () => { clearTimeout(timer); resolve() }
       const seq = nextOut++
-      http(agent, port, 'POST', `${route}/_lp/send`, sendBody(seq), jsonSid).then((r) => {
-        if (r.status !== 200) reject(new Error(`fallback send ${r.status} ${r.body.slice(0, 120)}`))
+      const h = version === 2 ? { ...jsonSid, 'x-portcullis-ack': String(lastIn) } : jsonSid
+      http(agent, port, 'POST', `${route}/_lp/send`, sendBody(seq), h).then((r) => {
+        if (r.status !== 200) return reject(new Error(`fallback send ${r.status} ${r.body.slice(0, 120)}`))
+        // v2: the reply rides the send answer
+        if (version === 2) take((JSON.parse(r.body) as { messages?: Array<{ seq: number }> }).messages)
       }, reject)
     }),
     close: async () => {
       closed = true
       await http(agent, port, 'POST', `${route}/_lp/close`, '{"code":1000}', jsonSid).catch(() => {})
+    }
+  }
+}
+
+interface Session {
+  sid: string
+  common: Record<string, string>
+  jsonSid: Record<string, string>
+}
+
+async function openSession (agent: Agent, port: number, route: string, headers: Array<[string, string]>, version: 1 | 2): Promise<Session> {
+  const common: Record<string, string> = { 'x-portcullis-fallback': '1' }
+  let protocols: string[] = []
+  for (const [name, value] of headers) {
+    if (name.toLowerCase() === 'sec-websocket-protocol') protocols = value.split(',').map(p => p.trim())
+    else common[name.toLowerCase()] = value
+  }
+  const json = { ...common, 'content-type': 'application/json' }
+  const body = version === 2 ? { protocols, versions: [2, 1] } : { protocols }
+  const open = await http(agent, port, 'POST', `${route}/_lp/open`, JSON.stringify(body), json)
+  if (open.status !== 200) throw new Error(`fallback open failed: ${open.status} ${open.body.slice(0, 120)}`)
+  const opened = JSON.parse(open.body) as { sid: string, protocol: string, v?: number }
+  if ((opened.v ?? 1) !== version) throw new Error(`fallback open answered v${opened.v ?? 1}, wanted v${version}`)
+  // later requests repeat the negotiated protocol, so the policy negotiates the same one (§2)
+  if (opened.protocol !== undefined && opened.protocol !== '') common['x-portcullis-protocol'] = opened.protocol
+  return { sid: opened.sid, common, jsonSid: { ...common, 'content-type': 'application/json', 'x-portcullis-sid': opened.sid } }
+}
+
+/**
+ * A lean client of the Portcullis `stream` transport (wire v2): one held `GET _lp/stream` read as
+ * server-sent events (only `data:` lines with a seq and `event: reopen` matter here; the stream is
+ * re-opened after each reopen or drop with the latest ack), and one send per `echo()`, whose ack
+ * header acks what the stream delivered (so no ack-only sends are needed while echoing).
+ */
+export async function openPortcullisStream (agent: Agent, port: number, route: string, headers: Array<[string, string]>, message: string): Promise<EchoClient> {
+  const s = await openSession(agent, port, route, headers, 2)
+  const { common, jsonSid } = s
+  const streamHeaders = { ...common, 'x-portcullis-sid': s.sid }
+  const sendBody = (seq: number): string => `{"seq":${seq},"messages":[{"text":${JSON.stringify(message)}}]}`
+  let lastIn = 0
+  let nextOut = 1
+  let waiting: (() => void) | undefined
+  let closed = false
+  let streamError: Error | undefined
+  let current: ClientRequest | undefined
+  const take = (seq: number): void => {
+    if (seq <= lastIn) return
+    lastIn = seq
+    const w = waiting
+    waiting = undefined
+    w?.()
+  }
+  const openStream = (): Promise<void> => new Promise((resolve) => {
+    let rest = ''
+    const req = request({ host: HOST, port, method: 'GET', path: `${route}/_lp/stream`, agent, headers: { ...streamHeaders, 'x-portcullis-ack': String(lastIn) } }, (res) => {
+      if (res.statusCode !== 200) { streamError = new Error(`fallback stream ${res.statusCode ?? 0}`); res.resume(); resolve(); return }
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        rest += chunk
+        let end = rest.indexOf('\n\n')
+        while (end !== -1) {
+          const ev = rest.slice(0, end)
+          rest = rest.slice(end + 2)
+          end = rest.indexOf('\n\n')
+          if (ev.startsWith('data: {"seq":')) take(parseInt(ev.slice(13), 10))
+          else if (ev.startsWith('event: close')) { closed = true; streamError = new Error('fallback closed') }
+        }
+      })
+      res.on('end', resolve)
+      res.on('error', () => resolve())
+    })
+    current = req
+    req.setNoDelay(true)
+    req.on('error', () => resolve())
+    req.end()
+  })
+  const loop = async (): Promise<void> => {
+    // read through a call: both change while the stream is read
+    const over = (): boolean => closed || streamError !== undefined
+    while (!over()) await openStream()
+  }
+  loop().catch(() => {})
+  return {
+    echo: () => new Promise<void>((resolve, reject) => {
+      if (streamError !== undefined || closed) { reject(streamError ?? new Error('closed')); return }
+      const timer = setTimeout(() => { waiting = undefined; reject(new Error('echo timeout')) }, ECHO_TIMEOUT_MS)
+      waiting = () => { clearTimeout(timer); resolve() }
+      const seq = nextOut++
+      http(agent, port, 'POST', `${route}/_lp/send`, sendBody(seq), { ...jsonSid, 'x-portcullis-ack': String(lastIn) }).then((r) => {
+        if (r.status !== 200) return reject(new Error(`fallback send ${r.status} ${r.body.slice(0, 120)}`))
+        // a reply the stream did not carry (none when a stream is held on this node) rides the answer
+        for (const m of (JSON.parse(r.body) as { messages?: Array<{ seq: number }> }).messages ?? []) take(m.seq)
+      }, reject)
+    }),
+    close: async () => {
+      closed = true
+      await http(agent, port, 'POST', `${route}/_lp/close`, '{"code":1000}', jsonSid).catch(() => {})
+      current?.destroy()
     }
   }
 }
