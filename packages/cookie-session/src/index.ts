@@ -189,8 +189,8 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
     if (identity.sessionId !== undefined || clock.needs(identity, recheck)) {
       const guards = ctx.state.guards
       const factory = sessionGuard(recheck)
-      if (guards === undefined) (ctx.state as { guards?: ConnectionGuardFactory[] }).guards = [factory]
-      else guards.push(factory)
+      // exact size, not a push (the list lives as long as the connection)
+      ;(ctx.state as { guards?: ConnectionGuardFactory[] }).guards = guards === undefined ? [factory] : [...guards, factory]
     }
     return undefined
   }

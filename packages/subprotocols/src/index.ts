@@ -189,9 +189,10 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
     }
     // the core answers exactly this name in the 101 (handleProtocols), never the client's text
     if (chosen !== undefined) ctx.state.protocol = chosen
+    // a new array of exact size, not a push: the list lives as long as the connection, and a
+    // push onto a one-element array grows its store to 17 slots
     const guards = ctx.state.guards
-    if (guards === undefined) ctx.state.guards = [p.factory]
-    else guards.push(p.factory)
+    ctx.state.guards = guards === undefined ? [p.factory] : [...guards, p.factory]
     return undefined
   }
 }
