@@ -320,6 +320,8 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
             const claimed = reason === 'data' && hold.claimed > 0
             // watch again before reading, so a message pushed after the read still wakes us
             if (claimed) {
+              // a newer request of the session took over meanwhile: do not displace its watch
+              if (holds.get(sid) !== hold) return emptyPoll(reply, first.inAck)
               unwatch()
               unwatch = store.watch(sid, wake)
             }
@@ -454,7 +456,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       }
       waiting.add(hold.fire)
       holds.set(sid, hold)
-      const work = serveStream(request, reply, { store, limits, sid, ack, first, hold, unwatch, done: free })
+      const work = serveStream(request, reply, { store, limits, sid, ack, first, hold, unwatch, current: () => holds.get(sid) === hold, done: free })
       active.add(work)
       work.finally(() => active.delete(work)).catch(noop)
       return reply

@@ -32,6 +32,8 @@ export interface StreamContext {
   hold: Hold
   /** Unregisters the watch the caller set up before its first read (the stream re-watches after each wake). */
   unwatch: () => void
+  /** False once a newer poll or stream of the session took over on this node (its watch must not be displaced by ours). */
+  current: () => boolean
   /** Called once when the stream has ended, whatever the reason (frees the per-IP slot, the watch, the registries). */
   done: () => void
 }
@@ -71,7 +73,8 @@ async function run (request: FastifyRequest, reply: FastifyReply, out: PassThrou
     out.write(STREAM_PRELUDE)
     let r: ReadResult = c.first
     for (;;) {
-      if (!r.found) return
+      // the client went away (or a newer request took over) while we read
+      if (!r.found || out.destroyed) return
       let chunk = ''
       for (const f of r.frames) {
         chunk += f.type === 'text'
@@ -99,6 +102,12 @@ async function run (request: FastifyRequest, reply: FastifyReply, out: PassThrou
           return
         }
       }
+      // A newer request of the session took over while we were woken: re-watching would
+      // displace its watch, so this one ends as superseded.
+      if (!c.current()) {
+        out.end(STREAM_REOPEN)
+        return
+      }
       // watch before reading: a message pushed between the read and the next wait still wakes us
       unwatch()
       unwatch = store.watch(sid, hold.fire)
@@ -114,11 +123,29 @@ async function run (request: FastifyRequest, reply: FastifyReply, out: PassThrou
     unwatch()
     if (!out.writableEnded) out.end()
     c.done()
+    // Settle once the response is finished: shutdown waits for this before the server closes
+    // its idle connections, so a stream's connection is not left open until keepAliveTimeout.
+    await finished(reply)
   }
+}
+
+function finished (reply: FastifyReply): Promise<void> {
+  const res = reply.raw
+  if (res.writableFinished || res.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('finish', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.once('finish', done)
+    res.once('close', done)
+  })
 }
 
 /** Wait until the client has taken what was written (a slow reader holds no more than the socket's buffers), or has gone. */
 async function drained (out: PassThrough): Promise<'drain' | 'aborted'> {
+  if (out.destroyed) return 'aborted'
   return await new Promise((resolve) => {
     const onDrain = (): void => { out.off('close', onClose); resolve('drain') }
     const onClose = (): void => { out.off('drain', onDrain); resolve('aborted') }
