@@ -41,6 +41,19 @@ export class OriginPolicy {
    * origin, once), the list, `self`, then Fetch Metadata as a second opinion from the browser.
    */
   decide (ctx: ConnectionContext): Denial | Allowed {
+    // Once per request: the core's Context keeps the decision of this policy, so the CORS answer
+    // and the origin stage of the same request share it (a new request has a new Context).
+    const memo = ctx as { memoKey?: unknown, memoValue?: unknown }
+    if (memo.memoKey === this) return memo.memoValue as Denial | Allowed
+    const r = this.#decide(ctx)
+    if ('memoKey' in memo) {
+      memo.memoKey = this
+      memo.memoValue = r
+    }
+    return r
+  }
+
+  #decide (ctx: ConnectionContext): Denial | Allowed {
     const count = ctx.originHeaderCount
     // Two Origin lines: a proxy and the client disagree, or someone is probing which one we read.
     if (count > 1) return MALFORMED

@@ -1,7 +1,7 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import fastifyCors, { type FastifyCorsOptions } from '@fastify/cors'
-import { protectedRouteOf, type ConnectionContext, type PortcullisOriginPolicy, type StageResult } from '@portcullis/policy'
+import type { FastifyCorsOptions } from '@fastify/cors'
+import { kProtectedRoute, protectedRouteOf, type ConnectionContext, type PortcullisOriginPolicy, type StageResult } from '@portcullis/policy'
 import { OriginMatcher } from './origin.js'
 import { OriginPolicy } from './guard.js'
 import { PORTCULLIS_ORIGIN_INVALID_OPTION } from './errors.js'
@@ -24,7 +24,8 @@ const MISSING_VALUES = new Set(['deny', 'allow'])
 /** The methods and request headers the long-poll fallback uses (see `@portcullis/fallback`). */
 const FALLBACK_METHODS = Object.freeze(['GET', 'POST'])
 const FALLBACK_HEADERS = Object.freeze(['content-type', 'x-portcullis-fallback', 'x-portcullis-sid', 'x-portcullis-ack', 'x-portcullis-protocol'])
-const NO_CORS: FastifyCorsOptions = Object.freeze({ origin: false })
+/** Allowed origins whose CORS headers are kept per route policy (cleared when full). */
+const MAX_CACHED_ORIGINS = 256
 
 async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOptions): Promise<void> {
   validateOptions(opts)
@@ -60,23 +61,69 @@ async function fastifyOriginGuard (fastify: FastifyInstance, opts: OriginGuardOp
     throw new PORTCULLIS_ORIGIN_INVALID_OPTION('@fastify/cors is already registered on this instance: pass cors: false and call corsOptionsFor(request) first in your own CORS delegator')
   }
   const cors = { ...corsDefaults, ...(options.cors === true ? {} : options.cors) }
-  const allowed: FastifyCorsOptions = Object.freeze({
-    // reflect the request's Origin: it has just passed the route's own matcher
-    origin: true,
-    credentials: true,
-    methods: FALLBACK_METHODS as string[],
-    allowedHeaders: FALLBACK_HEADERS as string[],
-    maxAge: cors.maxAge,
-    strictPreflight: true
-  })
   const wsPolicy = fastify.wsPolicy
+  const preflightHeaders = Object.freeze({
+    'access-control-allow-methods': FALLBACK_METHODS.join(', '),
+    'access-control-allow-headers': FALLBACK_HEADERS.join(', '),
+    'access-control-max-age': String(cors.maxAge)
+  })
+  /**
+   * The answer headers per allowed origin string, per route policy: computed once, bounded
+   * (cleared when full; a wildcard entry can match many origins). Only the HEADERS are cached:
+   * whether the origin is allowed is decided anew on every request.
+   */
+  const answers = new WeakMap<OriginPolicy, Map<string, Readonly<Record<string, string>>>>()
 
-  // Runs for every request (an onRequest hook of @fastify/cors); costs one symbol lookup on
-  // routes that are not Portcullis endpoints.
-  function portcullisCorsDelegator (request: FastifyRequest, cb: (err: Error | null, options?: FastifyCorsOptions) => void): void {
-    cb(null, corsAllowed(request, (route) => wsPolicy.context(request, 'long-poll', route)) ? allowed : NO_CORS)
+  function corsAnswer (policy: OriginPolicy, origin: string): Readonly<Record<string, string>> {
+    let byOrigin = answers.get(policy)
+    if (byOrigin === undefined) answers.set(policy, byOrigin = new Map())
+    let h = byOrigin.get(origin)
+    if (h === undefined) {
+      if (byOrigin.size >= MAX_CACHED_ORIGINS) byOrigin.clear()
+      // the exact origin, never `*`: credentialed requests need it (Fetch §3.2.5)
+      h = Object.freeze({ 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true' })
+      byOrigin.set(origin, h)
+    }
+    return h
   }
-  await fastify.register(fastifyCors, { hook: 'onRequest', delegator: portcullisCorsDelegator })
+
+  /**
+   * CORS for a Portcullis transport endpoint (the fallback's, and their OPTIONS twins), from the
+   * route's compiled origin policy: one Context shared with the route's policy evaluation of the
+   * same request, and one origin decision. Nothing is added on a denial; a preflight is answered
+   * only for an allowed origin (else it reaches the endpoint's own OPTIONS handler).
+   */
+  function portcullisCors (request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+    const origin = request.headers.origin
+    if (origin === undefined) return done()
+    const route = protectedRouteOf(request)
+    if (route === undefined) return done()
+    const policy = route.compiled('origin')
+    // `origin: false` on the route: nothing is checked, so nothing is vouched for cross-origin either
+    if (!(policy instanceof OriginPolicy)) return done()
+    // the evaluation that takes this Context sets its own transport and offer
+    const ctx = wsPolicy.sharedContext(request, 'long-poll', route.url)
+    if (!policy.corsAllows(ctx)) return done()
+    reply.headers(corsAnswer(policy, ctx.origin as string))
+    // Vary: Origin, added to what is there (RFC 9110 §12.5.5): the answer depends on it
+    const vary = reply.getHeader('vary')
+    reply.header('vary', vary === undefined ? 'Origin' : `${String(vary)}, Origin`)
+    if (request.method !== 'OPTIONS') return done()
+    // a preflight (Fetch §3.2.2): what the fallback sends, for how long the browser may keep it
+    if (request.headers['access-control-request-method'] === undefined) {
+      reply.code(400).type('text/plain; charset=utf-8').send('Invalid Preflight Request')
+      return
+    }
+    reply.headers(preflightHeaders).header('content-length', '0').code(204).send()
+  }
+
+  // Only on the transport endpoints: no CORS work on WebSocket upgrades or any other route.
+  fastify.addHook('onRoute', function portcullisCorsRoutes (routeOptions: RouteOptions) {
+    const config = routeOptions.config as Record<symbol, unknown> | undefined
+    if (config?.[kProtectedRoute] === undefined || (routeOptions as { websocket?: boolean }).websocket === true) return
+    const own = routeOptions.onRequest
+    routeOptions.onRequest = own === undefined ? [portcullisCors] : [portcullisCors, ...(Array.isArray(own) ? own : [own])] as typeof own
+  })
 }
 
 /**

@@ -4,19 +4,58 @@ import type { ConnectionContext, PortcullisState, Transport } from './types.js'
 import { parseCookieHeader } from './cookies.js'
 
 /**
+ * The request slot where a transport endpoint's hook (the origin guard's CORS answer) leaves
+ * the request's one Context for the policy evaluation of the same request to take (issue 14:
+ * one Context, one cookie parse, one origin decision per fallback request). Declared by the
+ * core with `decorateRequest`, so requests keep one shape.
+ */
+export const kRequestContext = Symbol('portcullis.request-context')
+
+/**
  * The transport-neutral context. A class (not an object literal) so every context has one
  * shape, and so the cookie map and Origin line count are computed only if a stage asks.
  */
 export class Context implements ConnectionContext {
-  readonly transport: Transport
+  transport: Transport
   readonly request: FastifyRequest
   readonly route: string
   readonly headers: IncomingHttpHeaders
-  readonly offeredProtocols: string | undefined
-  readonly resumed: boolean
+  offeredProtocols: string | undefined
+  resumed: boolean
   readonly state: PortcullisState
+  /**
+   * One stage's per-request memo, keyed by the stage's compiled value: the origin guard keeps
+   * its decision here, so the CORS answer and the origin stage decide once per request. Never
+   * outlives the request (a new request has a new Context): no decision is cached across requests.
+   */
+  memoKey: unknown = undefined
+  memoValue: unknown = undefined
   #cookies: Map<string, string[]> | undefined
   #originCount = -1
+
+  /**
+   * The Context a hook left on `request` for `route` (taken: it serves one evaluation), with the
+   * evaluation's transport and offer, or a new one.
+   */
+  static take (request: FastifyRequest, transport: Transport, route: string, offeredProtocols: string | undefined, resumed = false): Context {
+    const slot = request as unknown as Record<symbol, Context | null>
+    const left = slot[kRequestContext]
+    if (left !== null && left !== undefined && left.route === route && left.request === request) {
+      slot[kRequestContext] = null
+      left.transport = transport
+      left.offeredProtocols = offeredProtocols
+      left.resumed = resumed
+      return left
+    }
+    return new Context(request, transport, route, offeredProtocols, resumed)
+  }
+
+  /** A Context for `request` that its policy evaluation will take (see `take`). */
+  static share (request: FastifyRequest, transport: Transport, route: string): Context {
+    const ctx = new Context(request, transport, route, undefined)
+    ;(request as unknown as Record<symbol, Context | null>)[kRequestContext] = ctx
+    return ctx
+  }
 
   constructor (request: FastifyRequest, transport: Transport, route: string, offeredProtocols: string | undefined, resumed = false) {
     this.transport = transport

@@ -10,7 +10,7 @@ import type {
 import { Pipeline, type CompiledRoute } from './pipeline.js'
 import { ConnectionRegistry, type ConnectionObserver } from './connections.js'
 import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
-import { Context } from './context.js'
+import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { CloseCodes } from './close-codes.js'
 import {
@@ -138,6 +138,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     stages: () => pipeline.stages.map(s => s.name),
     hasStage: (name) => pipeline.stages.some(s => s.name === name),
     context: (request, transport, route, offered, resumed) => new Context(request, transport, route, offered ?? joinProtocols(request), resumed),
+    sharedContext: (request, transport, route) => Context.share(request, transport, route),
     evaluate: (ctx, route) => pipeline.evaluate(ctx, route as CompiledRoute),
     route: (url) => pipeline.routes.get(url),
     attach: (socket, state, log, route, transport) => connections.attach(socket, state, log, route, transport),
@@ -181,6 +182,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
   })
   fastify.decorateRequest('portcullis', null)
+  // the one Context of a transport endpoint's request (context.ts)
+  fastify.decorateRequest(kRequestContext as unknown as string, null)
 
   // Before @fastify/websocket registers: its onRoute hook captures the route handler, so ours
   // must run first to put the attach step (guards, revocation index) in front of the app's handler.

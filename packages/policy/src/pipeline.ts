@@ -137,7 +137,8 @@ export class Pipeline {
       transports,
       counters: {},
       evaluate: (request: FastifyRequest, transport: Transport, offered?: string, resumed?: boolean) =>
-        this.evaluate(new Context(request, transport, url, offered, resumed), route)
+        // the request's one Context, if the endpoint's CORS hook made it (issue 14)
+        this.evaluate(Context.take(request, transport, url, offered, resumed), route)
     }
     this.routes.set(url, route)
     // a stage added from now on would silently not apply to this route

@@ -363,6 +363,12 @@ export interface PortcullisPolicy {
   hasStage: (name: string) => boolean
   /** Build the transport-neutral context for a request (both doors use this). */
   context: (request: FastifyRequest, transport: Transport, route: string, offeredProtocols?: string, resumed?: boolean) => ConnectionContext
+  /**
+   * The context of a transport endpoint's request that the route's evaluation of the SAME request
+   * will reuse (one Context, one cookie parse, one origin decision per request). For hooks that
+   * run before the evaluation, such as the origin guard's CORS answer.
+   */
+  sharedContext: (request: FastifyRequest, transport: Transport, route: string) => ConnectionContext
   /** Run the pipeline on a context with a route's compiled policy. */
   evaluate: (ctx: ConnectionContext, route: ProtectedRoute) => Decision | Promise<Decision>
   /** The protected route at `url`, if any. */
