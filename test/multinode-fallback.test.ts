@@ -18,6 +18,7 @@ import fallback from '@portcullis/fallback'
 import fallbackRedis from '@portcullis/fallback-redis'
 import { startRedis } from './helpers/redis.js'
 import { closed, listen, nextMessages, waitFor, wsOpen } from './helpers/index.js'
+import { openStream } from '../packages/fallback/test/sse.js'
 
 const ORIGIN = 'http://app.test'
 const SECRET = 'multinode-secret-0123456789-abcdefghijkl'
@@ -242,6 +243,68 @@ function tests (): void {
     t.same(got.texts.filter(x => x.startsWith('alice:')), said.map(s => `alice: ${s}`), 'her own messages came back too (room echo), none twice')
     t.same(new Set(lp.route), new Set([0, 1, 2]), 'her requests went to every node')
 
+    bob.ws!.close()
+  })
+
+  t.test('a v2 stream client round-robin over three nodes: its stream on one node, its sends on the others, every message once and in order, a reopen elsewhere resumes after its ack, a logout elsewhere ends it with 4001', async (t) => {
+    const redis = await startRedis(t)
+    const keyPrefix = prefix()
+    const loggedOut = new Set<string>()
+    const nodes = await Promise.all([0, 1, 2].map(() => chatNode({ redisUrl: redis.url, keyPrefix, loggedOut }, fn => t.teardown(fn))))
+    const cookie = cookieFor('alice.s1')
+    const base = { origin: ORIGIN, cookie, 'x-portcullis-fallback': '1' }
+    const opened = await fetch(`${nodes[0].http}/chat/_lp/open`, { method: 'POST', headers: { ...base, 'content-type': 'application/json' }, body: JSON.stringify({ versions: [2, 1] }) })
+    const open = await opened.json() as { v: number, sid: string, stream: boolean }
+    t.same([open.v, open.stream], [2, true])
+    const headers = (ack: number): Record<string, string> => ({ ...base, 'x-portcullis-sid': open.sid, 'x-portcullis-ack': String(ack) })
+    const bob = await wsOpen(`${nodes[2].ws}/chat`, { origin: ORIGIN, headers: { cookie: cookieFor('bob.s2') } })
+    await waitFor(() => nodes[2].app.wsPolicy.stats().connections === 1, 2000, 'bob attached')
+
+    const s1 = await openStream(nodes[1].port, '/chat/_lp/stream', headers(0))
+    t.teardown(() => s1.abort())
+    t.equal(s1.status, 200)
+    t.equal(s1.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+    let seq = 0
+    const texts: string[] = []
+    async function take (stream: typeof s1, n: number): Promise<void> {
+      while (n > 0) {
+        const e = await stream.next(8000)
+        if (e === null) throw new Error('stream ended')
+        if (e.event !== 'message') continue
+        t.equal(e.data.seq, seq + 1, 'the next seq, never a repeat or a gap')
+        seq = e.data.seq
+        texts.push(e.data.text)
+        n--
+      }
+    }
+    // alice's v2 sends go to nodes 2 and 0 in turn (never the stream's node), acking as she reads
+    let out = 1
+    for (let i = 0; i < 6; i++) {
+      const r = await fetch(`${nodes[i % 2 === 0 ? 2 : 0].http}/chat/_lp/send`, { method: 'POST', headers: { ...headers(seq), 'content-type': 'application/json' }, body: JSON.stringify({ seq: out, messages: [{ text: `lp ${i}` }] }) })
+      t.equal(r.status, 200)
+      out = (await r.json() as { ack: number }).ack + 1
+    }
+    for (let i = 0; i < 6; i++) bob.ws!.send(`ws ${i}`)
+    await take(s1, 12)
+    t.same(nodes[0].heard.filter(h => h.startsWith('alice:')), Array.from({ length: 6 }, (_, i) => `alice: lp ${i}`), 'her sends reached the owner once each, in order')
+    t.same(texts.filter(x => x.startsWith('bob:')), Array.from({ length: 6 }, (_, i) => `bob: ws ${i}`), 'bob\'s messages in order')
+    t.same(texts.filter(x => x.startsWith('alice:')), Array.from({ length: 6 }, (_, i) => `alice: lp ${i}`), 'her own room echo, none twice')
+
+    // the stream breaks; the next one goes to node 2 and resumes after her ack
+    s1.abort()
+    for (let i = 6; i < 9; i++) bob.ws!.send(`ws ${i}`)
+    const s2 = await openStream(nodes[2].port, '/chat/_lp/stream', headers(seq))
+    t.teardown(() => s2.abort())
+    await take(s2, 3)
+    t.same(texts.slice(-3), ['bob: ws 6', 'bob: ws 7', 'bob: ws 8'])
+
+    // logout on node 1 ends the stream held by node 2 for the session owned by node 0
+    const out1 = await fetch(`${nodes[1].http}/logout`, { method: 'POST', headers: { origin: ORIGIN, cookie } })
+    t.equal(out1.status, 200)
+    let e = await s2.next(8000)
+    while (e !== null && e.event !== 'close') e = await s2.next(8000)
+    t.equal(e?.data.code, 4001, 'the close record, at once')
+    t.equal(await s2.next(2000), null, 'then the stream ended')
     bob.ws!.close()
   })
 
