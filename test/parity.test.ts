@@ -1,5 +1,5 @@
 /**
- * Parity: the WebSocket door and its long-poll twin, fed the same table of requests (origins,
+ * Parity: the WebSocket door and its fallback twins (long-poll, and the v2 stream), fed the same table of requests (origins,
  * identity cookies, subprotocol offers, message limits, revocation, shutdown), give the same
  * HTTP status and code before the connection, and the same close code after it.
  *
@@ -16,7 +16,8 @@ import subprotocols, { json } from '@portcullis/subprotocols'
 import fallback from '@portcullis/fallback'
 import { originTable, tableAllow, expandOrigin } from '../packages/origin-guard/test/origin-table.js'
 import { closed, listen, rawHttp, rawUpgrade, wsOpen } from './helpers/index.js'
-import { LpClient } from '../packages/fallback/test/helpers.js'
+import { LpClient, http } from '../packages/fallback/test/helpers.js'
+import { openStream } from '../packages/fallback/test/sse.js'
 
 const APP = 'https://app.example.com'
 
@@ -106,7 +107,28 @@ async function lpDoor (port: number, self: string, path: string, a: Attempt): Pr
   return { status: res.status, code: parsed.code }
 }
 
-t.test('every row of the origin table gets the same verdict through both doors', async (t) => {
+/**
+ * The stream door: a v2 `open` with the same headers, then (when it opens) `GET stream` with the
+ * same headers, which must run the same policy to the same verdict.
+ */
+async function streamDoor (port: number, self: string, path: string, a: Attempt): Promise<Outcome> {
+  const h = attemptHeaders(a, self)
+  const body = JSON.stringify(a.protocols === undefined ? { versions: [2, 1] } : { protocols: [a.protocols], versions: [2, 1] })
+  const lines = [`POST ${path}/_lp/open HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'X-Portcullis-Fallback: 1', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close']
+  for (const [k, v] of Object.entries(h)) for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
+  const res = await rawHttp(port, Buffer.from(lines.join('\r\n') + '\r\n\r\n' + body, 'latin1'))
+  const parsed = JSON.parse(Buffer.from(res.body, 'latin1').toString())
+  if (res.status !== 200) return { status: res.status, code: parsed.code }
+  const get = [`GET ${path}/_lp/stream HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'X-Portcullis-Fallback: 1', `X-Portcullis-Sid: ${parsed.sid as string}`, 'X-Portcullis-Ack: 0', 'Connection: close']
+  if (parsed.protocol !== '') get.push(`X-Portcullis-Protocol: ${parsed.protocol as string}`)
+  for (const [k, v] of Object.entries(h)) for (const one of Array.isArray(v) ? v : [v]) get.push(`${k}: ${one}`)
+  // the stream ends itself after pollTimeoutMs (200 ms here) with event: reopen
+  const st = await rawHttp(port, Buffer.from(get.join('\r\n') + '\r\n\r\n', 'latin1'))
+  if (st.status !== 200 || !/text\/event-stream/.test(String(st.headers['content-type']))) return { status: st.status, code: `stream refused after open: ${st.body.slice(0, 80)}` }
+  return { status: 'open', protocol: parsed.protocol }
+}
+
+t.test('every row of the origin table gets the same verdict through all three doors', async (t) => {
   const app = await parityApp(t)
   const { port, origin: self } = await listen(app)
   let opens = 0
@@ -116,6 +138,7 @@ t.test('every row of the origin table gets the same verdict through both doors',
     const lp = await lpDoor(port, self, '/ws', a)
     t.same(ws, row.expect === 'allow' ? { status: 'open', protocol: '' } : { status: 403, code: row.expect }, `${row.name} (WebSocket)`)
     t.same(lp, ws, `${row.name} (long-poll answers the same)`)
+    t.same(await streamDoor(port, self, '/ws', a), ws, `${row.name} (stream answers the same)`)
     if (ws.status === 'open') opens++
   }
   t.ok(opens > 5 && opens < originTable.length - 20, `${opens} of ${originTable.length} rows open`)
@@ -141,7 +164,7 @@ const requestTable: ReadonlyArray<{ name: string, path: string, attempt: Attempt
   { name: 'a subprotocol offer from a bad origin', path: '/chat', attempt: { origin: 'null', protocols: 'chat.v1' }, expect: { status: 403, code: 'PORTCULLIS_ORIGIN_NOT_ALLOWED' } }
 ]
 
-t.test('identity and subprotocol requests get the same answer through both doors', async (t) => {
+t.test('identity and subprotocol requests get the same answer through all three doors', async (t) => {
   revokedSessions.add('revoked-1')
   t.teardown(() => revokedSessions.delete('revoked-1'))
   const app = await parityApp(t)
@@ -150,6 +173,7 @@ t.test('identity and subprotocol requests get the same answer through both doors
     const ws = await wsDoor(port, self, row.path, row.attempt)
     t.same(ws, row.expect, `${row.name} (WebSocket)`)
     t.same(await lpDoor(port, self, row.path, row.attempt), ws, `${row.name} (long-poll answers the same)`)
+    t.same(await streamDoor(port, self, row.path, row.attempt), ws, `${row.name} (stream answers the same)`)
   }
 })
 
@@ -173,6 +197,36 @@ async function openLp (port: number, path: string, protocol: string, cookie?: st
   return { send: async (d) => { await c.send(d) }, closed: () => c.closed(100) }
 }
 
+/** A v2 session read through streams (reopened with the latest ack on every reopen), sending with v2 sends. */
+async function openSt (port: number, path: string, protocol: string, cookie?: string): Promise<Door> {
+  const c = new LpClient(port, path, { origin: APP, cookie })
+  const r = await http(port, 'POST', `${path}/_lp/open`, c.headers(), { protocols: [protocol], versions: [2, 1] })
+  if (r.status !== 200) throw new Error(`stream open refused: ${r.status} ${r.text}`)
+  c.sid = r.body.sid
+  c.protocol = r.body.protocol
+  let seq = 0
+  let out = 1
+  const done = (async (): Promise<{ code: number, reason: string }> => {
+    for (let streams = 0; streams < 100; streams++) {
+      const s = await openStream(port, `${path}/_lp/stream`, c.headers({ 'x-portcullis-ack': String(seq) }, false))
+      if (s.status !== 200) return { code: 1006, reason: `stream ${s.status}` }
+      for (let e = await s.next(10_000); e !== null; e = await s.next(10_000)) {
+        if (e.event === 'message' && e.data.seq > seq) seq = e.data.seq
+        if (e.event === 'close') return e.data
+      }
+    }
+    throw new Error('no close')
+  })()
+  return {
+    send: async (d) => {
+      const messages = [typeof d === 'string' ? { text: d } : { binary: d.toString('base64') }]
+      const a = await http(port, 'POST', `${path}/_lp/send`, c.headers({ 'x-portcullis-ack': String(seq) }), { seq: out, messages })
+      if (a.status === 200) out = a.body.ack + 1
+    },
+    closed: () => done
+  }
+}
+
 const closeTable: ReadonlyArray<{ name: string, path: string, protocol: string, messages: Array<string | Buffer>, expect: number }> = [
   { name: 'a message over the size limit', path: '/chat', protocol: 'chat.v1', messages: [JSON.stringify('x'.repeat(80))], expect: 1009 },
   { name: 'a message that is not JSON on a JSON protocol', path: '/chat', protocol: 'chat.v1', messages: ['{not json'], expect: 1008 },
@@ -182,29 +236,31 @@ const closeTable: ReadonlyArray<{ name: string, path: string, protocol: string, 
   { name: 'a close by the handler', path: '/chat', protocol: 'chat.v1', messages: ['"close-me"'], expect: 4321 }
 ]
 
-t.test('message limits and handler closes give the same close code through both doors', async (t) => {
+t.test('message limits and handler closes give the same close code through all three doors', async (t) => {
   const app = await parityApp(t)
   const { port, ws: base } = await listen(app)
   for (const row of closeTable) {
     const results: number[] = []
-    for (const door of [await openWs(base, row.path, row.protocol), await openLp(port, row.path, row.protocol)]) {
+    for (const door of [await openWs(base, row.path, row.protocol), await openLp(port, row.path, row.protocol), await openSt(port, row.path, row.protocol)]) {
       for (const m of row.messages) await door.send(m)
       results.push((await door.closed()).code)
     }
-    t.same(results, [row.expect, row.expect], `${row.name}: ${row.expect} on both doors`)
+    t.same(results, [row.expect, row.expect, row.expect], `${row.name}: ${row.expect} on all three doors`)
   }
 })
 
-t.test('revoking a session closes it on both doors with the same code and reason', async (t) => {
+t.test('revoking a session closes it on all three doors with the same code and reason', async (t) => {
   const app = await parityApp(t)
   const { port, ws: base } = await listen(app)
   const session = randomBytes(8).toString('hex')
   const cookie = `auth=alice.${session}`
   const ws = await openWs(base, '/private', 'chat.v1', cookie)
   const lp = await openLp(port, '/private', 'chat.v1', cookie)
-  t.equal(app.wsPolicy.closeSession(session, 4001, 'session revoked'), 2, 'one registry holds both doors')
+  const st = await openSt(port, '/private', 'chat.v1', cookie)
+  t.equal(app.wsPolicy.closeSession(session, 4001, 'session revoked'), 3, 'one registry holds every door')
   t.same(await ws.closed(), { code: 4001, reason: 'session revoked' })
   t.same(await lp.closed(), { code: 4001, reason: 'session revoked' })
+  t.same(await st.closed(), { code: 4001, reason: 'session revoked' })
   revokedSessions.add(session)
   t.teardown(() => revokedSessions.delete(session))
   const self = `http://127.0.0.1:${port}`
