@@ -15,7 +15,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { Agent } from 'node:http'
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import { sign } from '@fastify/cookie'
 import { COOKIE_SECRET, PROTOCOLS } from './app.js'
@@ -65,8 +65,27 @@ export interface SoakReport {
     closeMs: number
     faults: string[]
     errors: number
+    /**
+     * Long-poll echoes timed on the server: from a send's arrival to the poll answer carrying
+     * messages (test-only hooks in soak-server.ts). `over1s`: answers more than 1 s after the send.
+     */
+    wakeToAnswerMs: {
+      n: number
+      p50: number
+      p99: number
+      max: number
+      over1s: number
+      /** TCP connections the server accepted over the run. */
+      accepted: number
+      /** From the client's stamp to the send reaching the server's onRequest. */
+      toServer: { n: number, p50: number, p99: number, max: number }
+      /** The server process's event-loop delay over the run. */
+      serverLoopDelay: { p50: number, p99: number, max: number }
+    } | undefined
   }
   clientRssMiB: number
+  /** The client process's event-loop delay over the traffic phase (ms): how late its callbacks ran. */
+  clientLoopDelayMs: { p50: number, p99: number, max: number }
 }
 
 interface Counter {
@@ -105,7 +124,9 @@ function receive (c: Counter, text: string, lat: number[]): void {
 function startServer (): Promise<{ child: ChildProcess, port: number, request: (type: string, expect: string, extra?: object) => Promise<any>, faults: string[] }> {
   const child = fork(fileURLToPath(new URL('./soak-server.ts', import.meta.url)), [], {
     execArgv: ['--import=tsx', '--conditions=portcullis-source', '--expose-gc'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    // the server times each send's arrival against the client's stamp (same machine clock)
+    env: { ...process.env, SOAK_CLIENT_TIME_ORIGIN: String(performance.timeOrigin) }
   })
   const faults: string[] = []
   const waiting = new Map<string, (m: any) => void>()
@@ -166,7 +187,10 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
   }
   log(`${wsSockets.length} WebSocket clients open (${wsFailed} failed)`)
 
-  const agent = new Agent({ keepAlive: true, maxSockets: Infinity })
+  // maxFreeSockets: Node's default (256) closes every idle keep-alive socket beyond 256, so with
+  // a poll and a send per client the next send opened a new TCP connection: churn that, on top of
+  // a busy accept queue, cost seconds (docs/RELIABILITY.md §4)
+  const agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: Infinity })
   const lpClients: LpClient[] = []
   const lpCounters: Counter[] = []
   let lpFailed = 0
@@ -186,8 +210,16 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
 
   // ---- traffic: each client sends `rate` numbered messages per second; LP clients keep a poll in flight
   let lpErrors = 0
+  // how late the client process runs its callbacks: an echo that the server answered at once but
+  // that waited here shows as loop delay, not as server time
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  loopDelay.enable()
   const pollLoops = lpClients.map(async (c, i) => {
     const counter = lpCounters[i]
+    // first polls in batches of 50 every 20 ms: each opens a TCP connection, and a thousand at
+    // once overflow the server's accept queue (backlog 511): the dropped SYNs are retransmitted
+    // after 1 s and 3 s, which showed as the long-poll p99 (see docs/RELIABILITY.md §4)
+    await new Promise(resolve => setTimeout(resolve, Math.floor(i / 50) * 20))
     for (;;) {
       // set asynchronously by the main flow when the traffic phase ends
       if (stopping && counter.delivered + counter.duplicated >= counter.sent) break
@@ -227,6 +259,7 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
   const progress = setInterval(() => log(`t=${round((performance.now() - t0) / 1000)} s, WS delivered ${wsCounters.reduce((a, c) => a + c.delivered, 0)}, LP delivered ${lpCounters.reduce((a, c) => a + c.delivered, 0)}`), 5000)
   await new Promise(resolve => setTimeout(resolve, config.seconds * 1000))
   clearInterval(ticker)
+  loopDelay.disable()
 
   // ---- drain: wait for every echo (bounded), then count
   stopping = true
@@ -294,9 +327,11 @@ export async function runSoak (opts: SoakOptions = {}): Promise<SoakReport> {
       guardsLeftOpen: closed.guardsOpen ?? -1,
       closeMs: closed.ms ?? -1,
       faults: server.faults,
-      errors: final.errors + lpErrors
+      errors: final.errors + lpErrors,
+      wakeToAnswerMs: final.wake
     },
-    clientRssMiB: round(process.memoryUsage().rss / MiB)
+    clientRssMiB: round(process.memoryUsage().rss / MiB),
+    clientLoopDelayMs: { p50: round(loopDelay.percentile(50) / 1e6, 2), p99: round(loopDelay.percentile(99) / 1e6, 2), max: round(loopDelay.max / 1e6, 2) }
   }
 }
 
@@ -311,6 +346,8 @@ export function formatReport (r: SoakReport): string {
     `long-poll protocol: duplicates ${r.longPoll.protocolDuplicates}, gaps ${r.longPoll.protocolGaps}`,
     `server: peak RSS ${r.server.peakRssMiB} MiB; close ${r.server.closeMs} ms; connections after close ${r.server.connectionsAfterClose}; guards left open ${r.server.guardsLeftOpen}; errors ${r.server.errors}; faults ${r.server.faults.length === 0 ? 'none' : r.server.faults.join('; ')}`,
     `server over time (t: RSS / heap, * = right after a full GC / live connections): ${rss}`,
+    `long-poll send → poll answer on the server: ${r.server.wakeToAnswerMs === undefined ? 'n/a' : `n ${r.server.wakeToAnswerMs.n}, p50 ${r.server.wakeToAnswerMs.p50} ms, p99 ${r.server.wakeToAnswerMs.p99} ms, max ${r.server.wakeToAnswerMs.max} ms, over 1 s ${r.server.wakeToAnswerMs.over1s}; TCP connections accepted ${r.server.wakeToAnswerMs.accepted}; client stamp → server onRequest p50 ${r.server.wakeToAnswerMs.toServer.p50} ms, p99 ${r.server.wakeToAnswerMs.toServer.p99} ms, max ${r.server.wakeToAnswerMs.toServer.max} ms; server event-loop delay p50 ${r.server.wakeToAnswerMs.serverLoopDelay.p50} ms, p99 ${r.server.wakeToAnswerMs.serverLoopDelay.p99} ms, max ${r.server.wakeToAnswerMs.serverLoopDelay.max} ms`}`,
+    `client event-loop delay: p50 ${r.clientLoopDelayMs.p50} ms, p99 ${r.clientLoopDelayMs.p99} ms, max ${r.clientLoopDelayMs.max} ms`,
     `client process RSS ${r.clientRssMiB} MiB`
   ].join('\n')
 }
