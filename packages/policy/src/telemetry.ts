@@ -1,4 +1,4 @@
-import { createNoopMeter, metrics, type Attributes, type Counter, type Histogram, type MeterProvider, type UpDownCounter } from '@opentelemetry/api'
+import { createNoopMeter, metrics, type Attributes, type Counter, type Histogram, type MeterProvider, type ObservableResult } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuditEvent, Transport } from './types.js'
 import { CloseCodes } from './close-codes.js'
@@ -118,15 +118,21 @@ export type Outcome = 'allowed' | 'denied' | 'reported'
  * only route patterns, transports, outcome, stage names and codes — never a client-supplied
  * value — so cardinality is bounded by routes × codes. Attribute objects are made once per
  * combination and reused, so recording allocates nothing.
+ *
+ * The counters (decisions, closes) and the open-connections gauge are counted here, in plain
+ * numbers, and handed to the SDK by observable instruments when it collects: an SDK record
+ * hashes its attribute set on every call (sorting and serializing it), which at four records a
+ * handshake was several percent of a handshake's cost. Only the decision-duration histogram,
+ * which needs every value, is recorded per decision. The names, types and values read the same.
  */
 export class Metrics {
-  readonly #decisions: Counter
-  readonly #closes: Counter
-  readonly #connections: UpDownCounter
   readonly #revocations: Counter
   readonly #duration: Histogram
-  /** Attribute objects by route, then transport: two lookups, no key string built per record. */
+  /** Attribute objects and counts by route, then transport: two lookups, no key string built per record. */
   readonly #slots = new Map<string, Map<Transport, AttributeSlot>>()
+  readonly #decisionCounts: Count[] = []
+  readonly #closeCounts: Count[] = []
+  readonly #openCounts: Count[] = []
   /**
    * Whether anything listens: `false` for the API's no-op meter (no SDK installed, no provider
    * passed). The metrics API has no proxy provider, so a provider installed later would not be
@@ -137,15 +143,15 @@ export class Metrics {
   constructor (provider: MeterProvider | undefined, version: string) {
     const meter = (provider ?? metrics.getMeterProvider()).getMeter('@portcullis/policy', version)
     this.live = meter !== createNoopMeter()
-    this.#decisions = meter.createCounter('portcullis_decisions_total', {
+    meter.createObservableCounter('portcullis_decisions_total', {
       description: 'Connection decisions of Portcullis-protected routes (both doors; every long-poll request counts)'
-    })
-    this.#closes = meter.createCounter('portcullis_closes_total', {
+    }).addCallback(observer(this.#decisionCounts))
+    meter.createObservableCounter('portcullis_closes_total', {
       description: 'Closes of live connections, by close code'
-    })
-    this.#connections = meter.createUpDownCounter('portcullis_connections', {
+    }).addCallback(observer(this.#closeCounts))
+    meter.createObservableUpDownCounter('portcullis_connections', {
       description: 'Open connections'
-    })
+    }).addCallback(observer(this.#openCounts))
     this.#revocations = meter.createCounter('portcullis_revocations_total', {
       description: 'Session revocations that reached this node'
     })
@@ -158,37 +164,45 @@ export class Metrics {
 
   decision (route: string, transport: Transport, outcome: Outcome, code: string, stage: string, seconds: number): void {
     const slot = this.#slot(route, transport)
-    let a: Attributes | undefined
+    let c: Count | undefined
     if (outcome === 'allowed') {
-      a = slot.allowed ??= Object.freeze({ route, transport, outcome, code, stage })
+      c = slot.allowed ??= this.#count(this.#decisionCounts, Object.freeze({ route, transport, outcome, code, stage }))
     } else {
       const key = `${outcome}\0${code}\0${stage}`
-      a = slot.decisions.get(key)
-      if (a === undefined) slot.decisions.set(key, (a = Object.freeze({ route, transport, outcome, code, stage })))
+      c = slot.decisions.get(key)
+      if (c === undefined) slot.decisions.set(key, (c = this.#count(this.#decisionCounts, Object.freeze({ route, transport, outcome, code, stage }))))
     }
-    this.#decisions.add(1, a)
-    if (outcome !== 'reported') this.#duration.record(seconds, slot.route)
+    c.n++
+    if (outcome !== 'reported') this.#duration.record(seconds, slot.open.attributes)
   }
 
   opened (route: string, transport: Transport): void {
-    this.#connections.add(1, this.#slot(route, transport).route)
+    this.#slot(route, transport).open.n++
   }
 
   closed (route: string, transport: Transport, code: number): void {
     const slot = this.#slot(route, transport)
-    this.#connections.add(-1, slot.route)
-    let a = slot.closes.get(code)
-    if (a === undefined) {
-      // closeCodeLabel folds unknown codes into ranges; the map is keyed by the raw code, so bound it
+    slot.open.n--
+    let c = slot.closesByCode.get(code)
+    if (c === undefined) {
+      // closeCodeLabel folds unknown codes into ranges: one count per label, found by raw code
+      // through a bounded cache
       const label = closeCodeLabel(code)
-      a = Object.freeze({ route, transport, code: label })
-      if (slot.closes.size < 256) slot.closes.set(code, a)
+      c = slot.closes.get(label)
+      if (c === undefined) slot.closes.set(label, (c = this.#count(this.#closeCounts, Object.freeze({ route, transport, code: label }))))
+      if (slot.closesByCode.size < 256) slot.closesByCode.set(code, c)
     }
-    this.#closes.add(1, a)
+    c.n++
   }
 
   revoked (): void {
     this.#revocations.add(1)
+  }
+
+  #count (list: Count[], attributes: Attributes): Count {
+    const c = { attributes, n: 0 }
+    list.push(c)
+    return c
   }
 
   #slot (route: string, transport: Transport): AttributeSlot {
@@ -196,19 +210,34 @@ export class Metrics {
     if (byTransport === undefined) this.#slots.set(route, (byTransport = new Map()))
     let slot = byTransport.get(transport)
     if (slot === undefined) {
-      slot = { route: Object.freeze({ route, transport }), allowed: undefined, decisions: new Map(), closes: new Map() }
+      slot = { open: this.#count(this.#openCounts, Object.freeze({ route, transport })), allowed: undefined, decisions: new Map(), closes: new Map(), closesByCode: new Map() }
       byTransport.set(transport, slot)
     }
     return slot
   }
 }
 
-/** The attribute objects of one route and transport, made once and reused by every record. */
+/** One counted attribute set. */
+interface Count {
+  readonly attributes: Attributes
+  n: number
+}
+
+/** The counts and attribute objects of one route and transport, made once and reused by every record. */
 interface AttributeSlot {
-  route: Attributes
-  allowed: Attributes | undefined
-  decisions: Map<string, Attributes>
-  closes: Map<number, Attributes>
+  /** Open connections (its attributes are the route's: { route, transport }). */
+  open: Count
+  allowed: Count | undefined
+  decisions: Map<string, Count>
+  closes: Map<string, Count>
+  closesByCode: Map<number, Count>
+}
+
+/** The collection callback of an observable instrument: every count, as it is now. */
+function observer (counts: Count[]): (result: ObservableResult) => void {
+  return function portcullisObserveCounts (result) {
+    for (let i = 0; i < counts.length; i++) result.observe(counts[i].n, counts[i].attributes)
+  }
 }
 
 /**
