@@ -10,6 +10,8 @@ test('the constructor takes a URL, protocols and typed options', () => {
   expect(new PortcullisSocket('/chat', 'chat.v1', { reconect: true })).type.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { pollTimeoutMarginMs: 5000 })).type.not.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { pollTimeoutMarginMs: '5s' })).type.toRaiseError()
+  expect(new PortcullisSocket('/chat', 'chat.v1', { transports: ['websocket', 'stream', 'long-poll'], streamFirstByteMs: 1500 })).type.not.toRaiseError()
+  expect(new PortcullisSocket('/chat', 'chat.v1', { streamFirstByteMs: '3s' })).type.toRaiseError()
   expect(new PortcullisSocket('/chat', 'chat.v1', { WebSocket, headers: { origin: 'https://example.com' } })).type.not.toRaiseError()
 })
 
