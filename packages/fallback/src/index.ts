@@ -71,6 +71,8 @@ const OPEN_BODY_LIMIT = 16 * 1024
 const CLOSE_BODY_LIMIT = 1024
 
 type Kind = 'open' | 'poll' | 'send' | 'close' | 'stream'
+/** The request slot holding what the gate established for a poll/send/close/stream request. */
+const kBound = Symbol('portcullis.fallback.bound')
 
 interface Bound {
   sid: string
@@ -118,7 +120,10 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
   const holds = new Map<string, Hold>()
   const active = new Set<Promise<unknown>>()
   /** What onRequest established for a poll/send/close request. */
-  const bound = new WeakMap<FastifyRequest, Bound>()
+  // What the gate established, on the request itself (a declared slot: requests keep one shape,
+  // and no WeakMap insert per request)
+  fastify.decorateRequest(kBound as unknown as string, null)
+  const boundOf = (request: FastifyRequest): Bound => (request as unknown as Record<symbol, Bound>)[kBound]
 
   policy.addTransport<FallbackRouteOption, Limits | undefined>({
     name: 'long-poll',
@@ -275,7 +280,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     }
 
     async function pollHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid } = bound.get(request)!
+      const { sid } = boundOf(request)
       let ack: number
       try {
         ack = parseAck(request.headers['x-portcullis-ack'])
@@ -349,7 +354,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     }
 
     async function sendHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid, record } = bound.get(request)!
+      const { sid, record } = boundOf(request)
       const v2 = record.version === 2
       let frames
       let ack = 0
@@ -411,7 +416,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     }
 
     async function streamHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid } = bound.get(request)!
+      const { sid } = boundOf(request)
       let ack: number
       try {
         ack = parseAck(request.headers['x-portcullis-ack'])
@@ -463,7 +468,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
     }
 
     async function closeHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid, record } = bound.get(request)!
+      const { sid, record } = boundOf(request)
       let close
       try {
         close = parseCloseBody(request.body)
@@ -523,7 +528,7 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
         if (record === undefined) return unknownSession(reply)
       }
       if (record.closed === undefined) await store.touch(record.sid, Date.now())
-      bound.set(request, { sid: record.sid, record })
+      ;(request as unknown as Record<symbol, Bound | null>)[kBound] = { sid: record.sid, record }
     }
   }
 
