@@ -17,6 +17,7 @@ const ASYNC_METHODS: readonly AsyncMethod[] = Object.freeze([
 
 /** The store with every asynchronous method bounded by `ms`; `watch` is synchronous and passes through. */
 export function timedStore (store: FallbackStore, ms: number): FallbackStore {
+  const deadlines = new Deadlines(ms)
   const timed: Record<string, unknown> = {
     get nodeId () { return store.nodeId },
     watch: (sid: string, wake: Parameters<FallbackStore['watch']>[1]) => store.watch(sid, wake)
@@ -30,10 +31,57 @@ export function timedStore (store: FallbackStore, ms: number): FallbackStore {
         // a custom store's method that throws synchronously fails like one that rejects
         return Promise.reject(err)
       }
-      return within(Promise.resolve(p), ms, name)
+      return deadlines.within(Promise.resolve(p), name)
     }
   }
   return timed as unknown as FallbackStore
+}
+
+interface Pending {
+  deadline: number
+  what: string
+  reject: (err: Error) => void
+}
+
+/**
+ * The deadlines of the calls in flight, swept by one interval instead of a timer armed and
+ * cleared per call (a profile of the long-poll bench showed timer insert/unenroll per store call).
+ * A call fails between `ms` and `ms + tick` after it started (tick = ms/8, 5 ms to 1 s). The
+ * interval runs only while calls are in flight, and keeps the process alive as a timer would.
+ */
+class Deadlines {
+  readonly #ms: number
+  readonly #tick: number
+  readonly #pending = new Set<Pending>()
+  #timer: NodeJS.Timeout | undefined
+
+  constructor (ms: number) {
+    this.#ms = ms
+    this.#tick = Math.max(5, Math.min(1000, Math.floor(ms / 8)))
+  }
+
+  within<T> (p: Promise<T>, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: Pending = { deadline: Date.now() + this.#ms, what, reject }
+      this.#pending.add(entry)
+      this.#timer ??= setInterval(() => this.#sweep(), this.#tick)
+      // a late settlement (after the 503) is absorbed, never unhandled
+      p.then((v) => { this.#pending.delete(entry); resolve(v) }, (err: unknown) => { this.#pending.delete(entry); reject(err) })
+    })
+  }
+
+  #sweep (): void {
+    const now = Date.now()
+    for (const e of this.#pending) {
+      if (e.deadline > now) continue
+      this.#pending.delete(e)
+      e.reject(unavailable(new Error(`store ${e.what}() did not answer within ${this.#ms} ms`)))
+    }
+    if (this.#pending.size === 0) {
+      clearInterval(this.#timer)
+      this.#timer = undefined
+    }
+  }
 }
 
 /** `p`, or a 503 once `ms` have passed. A late settlement of `p` is absorbed, never unhandled. */
