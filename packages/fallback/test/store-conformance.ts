@@ -150,6 +150,25 @@ export function storeConformance (t: Test, make: () => FallbackStore | Promise<F
     t.equal(await store.get(rec.sid), undefined, 'forgotten after the linger')
   })
 
+  t.test('a stream read skips the frames it wrote (limits.after) without acking them, and the close comes after the last', async (t) => {
+    const { store } = await setup(t)
+    const rec = record(store)
+    await store.create(rec, NO_LIMITS)
+    await store.pushOutbound(rec.sid, [text(1, 'a'), text(2, 'b'), text(3, 'c')])
+    let r = await store.readOutbound(rec.sid, 1, { ...READ, after: 2 })
+    t.same(r.found && r.frames.map(f => f.seq), [3], 'past the ack and past what the stream wrote')
+    t.equal((await store.get(rec.sid))?.outAck, 1, 'only the ack is applied: 2 stays queued')
+    r = await store.readOutbound(rec.sid, 1, { ...READ, after: 3 })
+    t.same(r.found && r.frames, [], 'nothing new')
+    r = await store.readOutbound(rec.sid, 0, READ)
+    t.same(r.found && r.frames.map(f => f.seq), [2, 3], 'a reconnect (no after) gets the unacked frames again')
+    await store.closeOutbound(rec.sid, { code: 4001, reason: 'revoked' }, { lingerMs: 1000, dropQueued: false })
+    r = await store.readOutbound(rec.sid, 1, { messages: 1, bytes: 100, after: 1 })
+    t.match(r, { found: true, close: undefined }, 'frames 2 and 3 are still unwritten')
+    r = await store.readOutbound(rec.sid, 1, { ...READ, after: 3 })
+    t.match(r, { found: true, frames: [], close: { code: 4001, reason: 'revoked' } }, 'the close once everything was written')
+  })
+
   t.test('a client close drops the queued frames', async (t) => {
     const { store } = await setup(t)
     const rec = record(store)
