@@ -84,3 +84,49 @@ t.test('a credentialed cross-origin open gets CORS headers only when the origin 
   t.equal(up.status, 403, 'the upgrade agrees')
   t.equal(JSON.parse(up.body).code, 'PORTCULLIS_ORIGIN_NOT_ALLOWED')
 })
+
+t.test('the stream endpoint answers CORS like the others, and a v2 stream from an allowed origin carries it', async (t) => {
+  const a = await app(t)
+  const pre = await a.inject(preflight(APP, '/ws/_lp/stream', 'GET'))
+  t.equal(pre.statusCode, 204)
+  t.equal(pre.headers['access-control-allow-origin'], APP)
+  t.equal(pre.headers['access-control-allow-headers'], HEADERS)
+  t.same(acHeaders((await a.inject(preflight('https://evil.example', '/ws/_lp/stream', 'GET'))).headers), {})
+  const { port } = await listen(a)
+  const opened = await fetch(`http://127.0.0.1:${port}/ws/_lp/open`, { method: 'POST', headers: { origin: APP, 'content-type': 'application/json', 'x-portcullis-fallback': '1' }, body: '{"versions":[2,1]}' })
+  const { sid } = await opened.json() as { sid: string }
+  const ac = new AbortController()
+  t.teardown(() => ac.abort())
+  const res = await fetch(`http://127.0.0.1:${port}/ws/_lp/stream`, { headers: { origin: APP, 'x-portcullis-fallback': '1', 'x-portcullis-sid': sid, 'x-portcullis-ack': '0' }, signal: ac.signal })
+  t.equal(res.status, 200)
+  t.equal(res.headers.get('access-control-allow-origin'), APP)
+  t.equal(res.headers.get('access-control-allow-credentials'), 'true')
+  t.match(res.headers.get('vary'), /Origin/)
+})
+
+t.test('a WebSocket upgrade from an allowed origin gets no CORS headers (no CORS work on upgrades)', async (t) => {
+  const a = await app(t)
+  const { port } = await listen(a)
+  const up = await rawUpgrade(port, '/ws', { Origin: APP })
+  t.equal(up.status, 101)
+  t.same(acHeaders(up.headers as Record<string, unknown>), {})
+  t.notMatch(String(up.headers.vary ?? ''), /Origin/)
+})
+
+t.test('a preflight from an allowed origin without Access-Control-Request-Method is refused as before (strict preflight)', async (t) => {
+  const a = await app(t)
+  const res = await a.inject({ method: 'OPTIONS', url: '/ws/_lp/send', headers: { origin: APP } })
+  t.equal(res.statusCode, 400)
+  t.equal(res.body, 'Invalid Preflight Request')
+})
+
+t.test('the same allowed origin is judged on every request: cached CORS headers never outlive a denial', async (t) => {
+  const a = await app(t)
+  const open = (origin: string | string[]): InjectOptions => ({ method: 'POST', url: '/ws/_lp/open', headers: { origin: origin as string, 'content-type': 'application/json', 'x-portcullis-fallback': '1' }, payload: '{}' })
+  t.equal((await a.inject(open(APP))).headers['access-control-allow-origin'], APP, 'headers computed and kept for this origin')
+  const twice = await a.inject(open([APP, APP]))
+  t.equal(twice.statusCode, 403, 'two Origin lines: the decision, not the cache, answers')
+  t.same(acHeaders(twice.headers), {})
+  const cross = await a.inject({ ...open(APP), headers: { ...open(APP).headers, 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'no-cors' } })
+  t.same(acHeaders(cross.headers), {}, 'a no-cors request from the same origin string gets nothing')
+})
