@@ -25,7 +25,7 @@ test('plugin options are checked, and options Portcullis owns are refused', () =
 test('the handler sees the decision on the request', () => {
   app.get('/ws', { websocket: true }, (_socket, request) => {
     expect(request.portcullis?.state.identity?.id).type.toBe<string | undefined>()
-    expect(request.portcullis?.transport).type.toBe<'websocket' | 'long-poll' | undefined>()
+    expect(request.portcullis?.transport).type.toBe<'websocket' | 'long-poll' | 'stream' | undefined>()
   })
 })
 
