@@ -4,7 +4,8 @@ import { launchBrowser, newContext, noticeOf, openChat, openLoggedIn, startChat,
 const browser = await launchBrowser(t)
 
 for (const refuseUpgrades of [false, true]) {
-  const transport = refuseUpgrades ? 'long-poll' : 'websocket'
+  // with upgrades refused the client's first fallback is the stream transport (issue 14)
+  const transport = refuseUpgrades ? 'stream' : 'websocket'
   t.test(`logout in one tab closes the live ${transport} connection in another tab`, async (t) => {
     const chat = await startChat(t, { refuseUpgrades })
     const context = await newContext(t, browser)
