@@ -134,12 +134,12 @@ for (const width of ['desktop', 'phone'] as const) {
     t.same(failed.filter((f) => f !== '401 /me'), [], 'nothing failed to load (but the page\'s first /me, before logging in)')
   })
 
-  t.test(`${width}: over the fallback the badge says long-poll, and why`, async (t) => {
+  t.test(`${width}: over the fallback the badge names the transport (stream, the first fallback), and why`, async (t) => {
     const chat = await startChat(t, { refuseUpgrades: true })
     const { context } = await person(t, width)
     const page = await openLoggedIn(context, chat, 'alice')
-    t.equal(await transportOf(page), 'long-poll')
-    t.equal(await page.textContent('#transport'), 'Long-poll')
+    t.equal(await transportOf(page), 'stream')
+    t.equal(await page.textContent('#transport'), 'Stream')
     t.match(await page.textContent('#transport-why'), /WebSocket could not be opened.*same security checks apply/, 'the reason, in words')
     await say(page, 'hello over HTTP')
     await waitForLines(page, 1)
@@ -182,7 +182,7 @@ t.test('a lost connection shows a visible reconnecting state, then recovers', as
   // the WebSocket was refused during the outage, so the client may have moved to the fallback
   // (and remembers it for the page session): whichever it is, the badge names it, and says why
   const transport = await transportOf(page)
-  t.ok(transport === 'websocket' || transport === 'long-poll', `the badge is back: ${transport}`)
+  t.ok(transport === 'websocket' || transport === 'stream' || transport === 'long-poll', `the badge is back: ${transport}`)
   t.equal((await page.textContent('#transport-why')) !== '', transport !== 'websocket', 'with a reason when it is not the WebSocket')
   await checkLayout(t, page, 'recovered')
   await screenshot(page, 'recovered-desktop.png')
