@@ -279,18 +279,28 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
       return version === 1 ? answer : { ...answer, stream: limits.stream }
     }
 
-    async function pollHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-      const { sid } = boundOf(request)
+    /**
+     * What a held request (a poll or a stream) checks first: its `X-Portcullis-Ack`, then the
+     * per-IP bound of waiting requests. The ack, or the reply already answered.
+     */
+    function heldAck (request: FastifyRequest, reply: FastifyReply): number | FastifyReply {
       let ack: number
       try {
         ack = parseAck(request.headers['x-portcullis-ack'])
       } catch (err) {
         return badRequest(reply, err)
       }
-      const ip = request.ip
-      if ((pendingPerIp.get(ip) ?? 0) >= maxPendingPollsPerIp) {
+      if ((pendingPerIp.get(request.ip) ?? 0) >= maxPendingPollsPerIp) {
         return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
       }
+      return ack
+    }
+
+    async function pollHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+      const { sid } = boundOf(request)
+      const ack = heldAck(request, reply)
+      if (typeof ack !== 'number') return ack
+      const ip = request.ip
       const hold = new Hold()
       const wake = hold.fire
       // Hear the client go away before the first await, so an abort at any point ends the wait.
@@ -417,17 +427,10 @@ async function portcullisFallback (fastify: FastifyInstance, opts: FallbackOptio
 
     async function streamHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
       const { sid } = boundOf(request)
-      let ack: number
-      try {
-        ack = parseAck(request.headers['x-portcullis-ack'])
-      } catch (err) {
-        return badRequest(reply, err)
-      }
-      const ip = request.ip
       // a stream is a held request: the per-IP cap of waiting polls counts it
-      if ((pendingPerIp.get(ip) ?? 0) >= maxPendingPollsPerIp) {
-        return replyDenial(reply, denialOf(new PORTCULLIS_FALLBACK_TOO_MANY_POLLS()))
-      }
+      const ack = heldAck(request, reply)
+      if (typeof ack !== 'number') return ack
+      const ip = request.ip
       const hold = new Hold(true)
       let unwatch: () => void = noop
       let freed = false
