@@ -41,7 +41,10 @@ export interface EchoServer {
 export const USERS = new Set(['alice', 'bob'])
 
 export async function echoServer (t: { teardown: (fn: () => unknown) => void }, opts: EchoServerOptions = {}): Promise<EchoServer> {
-  const app = Fastify()
+  // Teardown must not wait on a client's keep-alive connections: a retrying long-poll client
+  // (429/503 backoff) can keep one busy past Fastify's keep-alive timeout while the app closes.
+  // These tests are about the client; graceful shutdown is tested in test/faults-shutdown.test.ts.
+  const app = Fastify({ forceCloseConnections: true })
   const counts = { upgrades: 0, opens: 0, polls: 0, sends: 0, streams: 0 }
   const sockets: ServerSocket[] = []
   const queries: EchoServer['queries'] = []
