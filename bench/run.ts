@@ -5,6 +5,11 @@
  * docs/BENCHMARKS.md), `--profile=<contender>` (CPU-profile that server from listen to exit;
  * summarize with bench/profile-top.ts), `--tsx` (children run the TypeScript sources through
  * tsx instead of a compiled bundle; see bench/lib/build.ts for why that is slower).
+ * Diagnostics by environment: `BENCH_THREADS=1` prints each server's CPU by thread (main vs V8's
+ * helper threads) per window; `BENCH_PROFILE_KIND=heap` makes `--profile` a sampling allocation
+ * profile; `BENCH_AA=1` runs the `portcullis-otel` row without telemetry, an A/A control of the
+ * bench's resolution between two identical server processes. `bench/telemetry-cost.ts` measures
+ * the telemetry's own work per handshake in one process.
  *
  * Servers run in their own processes on core 0, the load generator on core 1, on 127.0.0.1
  * only. Contenders are interleaved (A B C, then C B A, ...) and each repeat is compared with the

@@ -21,7 +21,9 @@ function start (name: string): Promise<BenchServer> {
     case 'portcullis': return startPortcullis({ inspect: true })
     case 'portcullis-relay': return startPortcullis({ inspect: false })
     case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })
-    case 'portcullis-otel': return startPortcullis({ inspect: true, telemetry: true })
+    // BENCH_AA=1: this row runs the plain full-policy server, an A/A control that shows how far two
+    // identical server processes differ in one run (the bench's resolution)
+    case 'portcullis-otel': return startPortcullis({ inspect: true, telemetry: process.env.BENCH_AA !== '1' })
     // the same server as `portcullis`; the long-poll scenario's load client reads its stream
     case 'portcullis-stream': return startPortcullis({ inspect: true })
     case 'node-http-floor': return startFloor()
@@ -51,15 +53,22 @@ async function main (): Promise<void> {
   // profile holds the load and not the module loading of startup
   const profileFile = process.env.BENCH_CPU_PROFILE
   let profiler: Session | undefined
+  // BENCH_PROFILE_KIND=heap: a sampling allocation profile (.heapprofile JSON) in the same file
+  const heap = process.env.BENCH_PROFILE_KIND === 'heap'
   if (profileFile !== undefined && profileFile !== '') {
     profiler = new Session()
     profiler.connect()
-    await profiler.post('Profiler.enable')
-    await profiler.post('Profiler.start')
+    if (heap) {
+      await profiler.post('HeapProfiler.enable')
+      await profiler.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+    } else {
+      await profiler.post('Profiler.enable')
+      await profiler.post('Profiler.start')
+    }
   }
   const stopProfiler = async (): Promise<void> => {
     if (profiler === undefined) return
-    const { profile } = await profiler.post('Profiler.stop')
+    const { profile } = heap ? await profiler.post('HeapProfiler.stopSampling') : await profiler.post('Profiler.stop')
     writeFileSync(profileFile as string, JSON.stringify(profile))
   }
   process.on('message', (msg: { type: string, id?: number }) => {

@@ -3,7 +3,7 @@
  * all threads), the load generator's own from `process.cpuUsage()`. Both are reported as a
  * fraction of one core over the window's wall time, so 1.0 means "a core was saturated".
  */
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 
 /** Clock ticks per second for /proc times (USER_HZ, 100 on every Linux ABI Node supports). */
 const TICKS = 100
@@ -34,7 +34,22 @@ export interface Window {
   end: () => WindowResult
 }
 
+/** CPU seconds of each thread of a process, by thread name (BENCH_THREADS=1 diagnostics). */
+function threadCpu (pid: number): Map<string, number> {
+  const out = new Map<string, number>()
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / TICKS)
+    }
+  } catch {}
+  return out
+}
+
 export function startWindow (serverPid: number): Window {
+  const threads = process.env.BENCH_THREADS === '1' ? threadCpu(serverPid) : undefined
   const t0 = process.hrtime.bigint()
   const s0 = procCpuSeconds(serverPid)
   const c0 = process.cpuUsage()
@@ -44,6 +59,11 @@ export function startWindow (serverPid: number): Window {
       const s1 = procCpuSeconds(serverPid)
       const c = process.cpuUsage(c0)
       const serverCpuSeconds = s0 === undefined || s1 === undefined ? null : s1 - s0
+      if (threads !== undefined) {
+        const after = threadCpu(serverPid)
+        const parts = [...after].map(([k, v]) => [k, v - (threads.get(k) ?? 0)] as const).filter(([, v]) => v > 0)
+        process.stderr.write(`[threads ${serverPid}] ${parts.map(([k, v]) => `${k}=${(v / seconds * 100).toFixed(0)}%`).join(' ')}\n`)
+      }
       return {
         seconds,
         serverCpu: serverCpuSeconds === null ? null : serverCpuSeconds / seconds,

@@ -5,7 +5,7 @@
  * where a request waits on it, fails its socket (1011) where the owner waits on it, and never
  * holds `fastify.close()` longer than the bound.
  */
-import type { FallbackStore } from './store.js'
+import { MemoryStore, type FallbackStore } from './store.js'
 import { PORTCULLIS_STORE_UNAVAILABLE } from './errors.js'
 
 type AsyncMethod = Exclude<keyof FallbackStore, 'nodeId' | 'watch'>
@@ -15,8 +15,16 @@ const ASYNC_METHODS: readonly AsyncMethod[] = Object.freeze([
   'readOutbound', 'pushInbound', 'pushClientClose', 'publishRevocation'
 ])
 
-/** The store with every asynchronous method bounded by `ms`; `watch` is synchronous and passes through. */
+/**
+ * The store with every asynchronous method bounded by `ms`; `watch` is synchronous and passes through.
+ * The built-in `MemoryStore`, with none of its methods replaced, is returned as it is: it is
+ * in-process code of this package whose every method settles in the same turn, so a deadline
+ * cannot fire, and wrapping it cost a promise, a closure pair and a set entry per call (four to
+ * six calls per long-poll exchange). A subclass or an instance with a replaced method is user
+ * code again and is bounded.
+ */
 export function timedStore (store: FallbackStore, ms: number): FallbackStore {
+  if (isPlainMemoryStore(store)) return store
   const deadlines = new Deadlines(ms)
   const timed: Record<string, unknown> = {
     get nodeId () { return store.nodeId },
@@ -35,6 +43,14 @@ export function timedStore (store: FallbackStore, ms: number): FallbackStore {
     }
   }
   return timed as unknown as FallbackStore
+}
+
+function isPlainMemoryStore (store: FallbackStore): boolean {
+  if (!(store instanceof MemoryStore)) return false
+  const own = MemoryStore.prototype as unknown as Record<string, unknown>
+  const given = store as unknown as Record<string, unknown>
+  for (const name of ASYNC_METHODS) if (given[name] !== own[name]) return false
+  return true
 }
 
 interface Pending {
