@@ -9,15 +9,9 @@
  * measures the added work itself, and relates it to the last full run's server µs per handshake.
  */
 import { readFileSync } from 'node:fs'
-import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics'
+import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics'
 import { Metrics } from '../packages/policy/src/telemetry.js'
-
-const discard: PushMetricExporter = {
-  export: (_m, done) => done({ code: 0 }),
-  forceFlush: async () => {},
-  shutdown: async () => {},
-  selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE
-}
+import { discardExporter } from './servers/portcullis.js'
 
 function perHandshakeNs (metrics: Metrics, n: number): number {
   const t0 = process.hrtime.bigint()
@@ -30,7 +24,7 @@ function perHandshakeNs (metrics: Metrics, n: number): number {
   return Number(process.hrtime.bigint() - t0) / n
 }
 
-const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discard, exportIntervalMillis: 1000 })] })
+const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discardExporter, exportIntervalMillis: 1000 })] })
 const sdk = new Metrics(provider, 'bench')
 const N = 1_000_000
 const runs: number[] = []

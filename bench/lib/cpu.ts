@@ -11,11 +11,7 @@ const TICKS = 100
 /** Seconds of CPU a process has used, or undefined when /proc is not there (not Linux). */
 export function procCpuSeconds (pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
-    // the command name (field 2) is in parentheses and may hold spaces: count from the last ')'
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // fields[0] is field 3 (state); utime is field 14, stime field 15
-    return (Number(fields[11]) + Number(fields[12])) / TICKS
+    return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, 'latin1'))
   } catch {
     return undefined
   }
@@ -34,6 +30,14 @@ export interface Window {
   end: () => WindowResult
 }
 
+/** utime + stime of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line, in seconds. */
+function statCpuSeconds (stat: string): number {
+  // the command name (field 2) is in parentheses and may hold spaces: count from the last ')'
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // fields[0] is field 3 (state); utime is field 14, stime field 15
+  return (Number(fields[11]) + Number(fields[12])) / TICKS
+}
+
 /** CPU seconds of each thread of a process, by thread name (BENCH_THREADS=1 diagnostics). */
 function threadCpu (pid: number): Map<string, number> {
   const out = new Map<string, number>()
@@ -41,8 +45,7 @@ function threadCpu (pid: number): Map<string, number> {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
       const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / TICKS)
+      out.set(name, (out.get(name) ?? 0) + statCpuSeconds(stat))
     }
   } catch {}
   return out

@@ -33,7 +33,7 @@ export interface PortcullisVariant {
 }
 
 /** An exporter that accepts every batch and keeps nothing: the SDK's collection work is what is measured. */
-const discardExporter: PushMetricExporter = {
+export const discardExporter: PushMetricExporter = {
   export: (_metrics, done) => done({ code: 0 }),
   forceFlush: async () => {},
   shutdown: async () => {},
