@@ -5,7 +5,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import type { IncomingMessage } from 'node:http'
-import { parseCookieHeader, checkHandshake } from '../packages/policy/src/index.js'
+import { cookieValues, parseCookieHeader, checkHandshake } from '../packages/policy/src/index.js'
 import { params, hostileString, growth, CANARY } from './load/properties.js'
 
 const cookieName = fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&\'*+-.^_`|~'.split('')), minLength: 1, maxLength: 12 })
@@ -46,6 +46,25 @@ t.test('parseCookieHeader reads back what a browser serializes, every value of e
   t.pass('round trip held')
 })
 
+t.test('cookieValues finds exactly what parseCookieHeader keeps under that name, on any header', async (t) => {
+  const header = fc.oneof(
+    hostileString(400),
+    fc.string({ unit: 'binary', maxLength: 200 }),
+    // browser-shaped headers whose names repeat, with padding and quotes around some pairs
+    fc.array(fc.tuple(fc.constantFrom('sid', 'a', 'sid ', ' sid', 'sidx', 'xsid'), cookieValue, fc.constantFrom('', ' ', '\t', '"')), { maxLength: 12 })
+      .map(ps => ps.map(([n, v, pad]) => pad === '"' ? `${n}="${v}"` : `${pad}${n}${pad}=${pad}${v}${pad}`).join(';'))
+  )
+  fc.assert(fc.property(header, fc.constantFrom('sid', 'a', 'x', 'sid x'), (h, name) => {
+    const want = parseCookieHeader(h).get(name)
+    const got = cookieValues(h, name)
+    if (want === undefined) return got === undefined
+    return got !== undefined && got.length === want.length && got.every((v, i) => v === want[i])
+  }), params())
+  t.equal(cookieValues('a=1; sid=x; b=2; sid="y"', 'sid')?.join(','), 'x,y', 'a second cookie with the name is kept (tossing)')
+  t.equal(cookieValues('a=1; b=2', 'sid'), undefined, 'no cookie with the name')
+  t.equal(cookieValues(undefined, 'sid'), undefined, 'no header')
+})
+
 t.test('parseCookieHeader stops at maxPairs whatever follows', async (t) => {
   fc.assert(fc.property(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 0, max: 300 }), (max, n) => {
     const header = Array.from({ length: n }, (_, i) => `c${i}=v`).join('; ')
@@ -71,6 +90,8 @@ t.test('parseCookieHeader runs in linear time on hostile shapes', async (t) => {
     // the large run pays old-generation GC (≈ 40×, not the parser's cost); 10 000 values stay young
     const { ratio } = growth(s => parseCookieHeader(s), make, name === 'many pairs of one name' ? 4_000 : 20_000)
     t.ok(ratio < 20, `${name}: 10× input costs ${ratio.toFixed(1)}×`)
+    const one = growth(s => cookieValues(s, 'a'), make, name === 'many pairs of one name' ? 4_000 : 20_000)
+    t.ok(one.ratio < 20, `cookieValues, ${name}: 10× input costs ${one.ratio.toFixed(1)}×`)
   }
 })
 

@@ -37,7 +37,7 @@ type Unsign = (value: string) => { valid: boolean, renew: boolean, value: string
 
 /** The single value of cookie `name`, or a problem: none → undefined, two or more → tossing. */
 function cookieValue (ctx: ConnectionContext, name: string): string | Outcome {
-  const values = ctx.cookies.get(name)
+  const values = ctx.cookieValues(name)
   if (values === undefined) return undefined
   if (values.length > 1) {
     // Cookie tossing: a sibling subdomain (or an injected Set-Cookie) planted a second cookie

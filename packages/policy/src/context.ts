@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { ConnectionContext, PortcullisState, Transport } from './types.js'
-import { parseCookieHeader } from './cookies.js'
+import { cookieValues, parseCookieHeader } from './cookies.js'
 
 /**
  * The request slot where a transport endpoint's hook (the origin guard's CORS answer) leaves
@@ -93,6 +93,11 @@ export class Context implements ConnectionContext {
   get cookies (): ReadonlyMap<string, readonly string[]> {
     if (this.#cookies === undefined) this.#cookies = parseCookieHeader(this.headers.cookie)
     return this.#cookies
+  }
+
+  cookieValues (name: string): readonly string[] | undefined {
+    // the map, when a stage already asked for it; else a scan for this one name
+    return this.#cookies === undefined ? cookieValues(this.headers.cookie, name) : this.#cookies.get(name)
   }
 }
 

@@ -488,7 +488,7 @@ const plugin = fp(portcullis, {
 export default plugin
 export { plugin as portcullis }
 export { CloseCodes, denialCloseCode } from './close-codes.js'
-export { parseCookieHeader } from './cookies.js'
+export { cookieValues, parseCookieHeader } from './cookies.js'
 export { checkHandshake } from './handshake.js'
 export * as errors from './errors.js'
 export type * from './types.js'

@@ -55,6 +55,11 @@ export interface ConnectionContext {
    */
   readonly cookies: ReadonlyMap<string, readonly string[]>
   /**
+   * Every raw value sent under cookie `name`, in order (two or more is cookie tossing), or
+   * `undefined` when none: the same as `cookies.get(name)`, without parsing the other cookies.
+   */
+  cookieValues: (name: string) => readonly string[] | undefined
+  /**
    * `true` when the request continues a connection that was already admitted (a long-poll
    * `poll`, `send` or `close`): every check runs again, but stages that count or rate-limit NEW
    * connections (per-identity connection limits) must not count it twice.
