@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import {
-  CloseCodes, denialOf, type ConnectionContext, type ConnectionGuard, type ConnectionGuardFactory,
+  addConnectionGuard, CloseCodes, denialOf, type ConnectionContext, type ConnectionGuard, type ConnectionGuardFactory,
   type Denial, type PortcullisIdentity, type StageResult
 } from '@portcullis/policy'
 import type { CookieSessionOptions, PortcullisSessions, RevokeListener, SessionRequirement } from './types.js'
@@ -187,10 +187,7 @@ async function portcullisCookieSession (fastify: FastifyInstance, opts: CookieSe
     ctx.state.identity = identity
     const recheck = options.revalidate ?? out.recheck
     if (identity.sessionId !== undefined || clock.needs(identity, recheck)) {
-      const guards = ctx.state.guards
-      const factory = sessionGuard(recheck)
-      // exact size, not a push (the list lives as long as the connection)
-      ;(ctx.state as { guards?: ConnectionGuardFactory[] }).guards = guards === undefined ? [factory] : [...guards, factory]
+      addConnectionGuard(ctx.state, sessionGuard(recheck))
     }
     return undefined
   }

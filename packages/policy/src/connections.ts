@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { ConnectionGuard, PortcullisSocket, PortcullisState, Transport } from './types.js'
+import type { ConnectionGuard, ConnectionGuardFactory, PortcullisSocket, PortcullisState, Transport } from './types.js'
 import { CloseCodes } from './close-codes.js'
 
 /**
@@ -36,6 +36,16 @@ interface Tracked {
   /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
   emittedError: unknown
   log: FastifyBaseLogger
+}
+
+/**
+ * How a stage hands the core a guard factory for the connection it admits: appended to
+ * `state.guards` in a new array of exact size. The list lives as long as the connection, and
+ * both a push and a spread (`[...guards, f]`) give a one-element list a 17-slot store.
+ */
+export function addConnectionGuard (state: PortcullisState, factory: ConnectionGuardFactory): void {
+  const guards = state.guards
+  state.guards = guards === undefined ? [factory] : guards.concat(factory)
 }
 
 const kTracked = Symbol('portcullis.tracked')

@@ -489,6 +489,7 @@ export default plugin
 export { plugin as portcullis }
 export { CloseCodes, denialCloseCode } from './close-codes.js'
 export { cookieValues, parseCookieHeader } from './cookies.js'
+export { addConnectionGuard } from './connections.js'
 export { checkHandshake } from './handshake.js'
 export * as errors from './errors.js'
 export type * from './types.js'

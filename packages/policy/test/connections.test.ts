@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import portcullis, { CloseCodes } from '../src/index.js'
+import portcullis, { addConnectionGuard, CloseCodes } from '../src/index.js'
 import type { ConnectionGuardFactory } from '../src/index.js'
 import { listen, wsOpen, nextMessages, closed, waitFor, rawUpgrade } from '../../../test/helpers/index.js'
 
@@ -197,4 +197,17 @@ t.test('the slow-consumer bound leaves a reading peer alone', async (t) => {
   t.equal((await nextMessages(r.ws!, 64)).length, 64)
   t.equal(r.ws!.readyState, 1, 'still open')
   r.ws!.close()
+})
+
+t.test('addConnectionGuard appends in stage order without changing the list an earlier stage made', async (t) => {
+  const a: ConnectionGuardFactory = () => ({})
+  const b: ConnectionGuardFactory = () => ({})
+  const state: { guards?: ConnectionGuardFactory[] } = {}
+  addConnectionGuard(state, a)
+  const first = state.guards
+  addConnectionGuard(state, b)
+  t.same(first, [a], 'the first list is left as it was')
+  t.equal(state.guards?.length, 2)
+  t.equal(state.guards?.[0], a)
+  t.equal(state.guards?.[1], b)
 })

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { denialOf, type ConnectionContext, type ConnectionGuardFactory, type Denial, type StageResult } from '@portcullis/policy'
+import { addConnectionGuard, denialOf, type ConnectionContext, type ConnectionGuardFactory, type Denial, type StageResult } from '@portcullis/policy'
 import type {
   DataTypes, SubprotocolDefinition, SubprotocolLimits, SubprotocolRegistry, SubprotocolRouteOption,
   SubprotocolRoutePolicy, SubprotocolsOptions
@@ -189,10 +189,7 @@ async function portcullisSubprotocols (fastify: FastifyInstance, opts: Subprotoc
     }
     // the core answers exactly this name in the 101 (handleProtocols), never the client's text
     if (chosen !== undefined) ctx.state.protocol = chosen
-    // a new array of exact size, not a push: the list lives as long as the connection, and a
-    // push onto a one-element array grows its store to 17 slots
-    const guards = ctx.state.guards
-    ctx.state.guards = guards === undefined ? [p.factory] : [...guards, p.factory]
+    addConnectionGuard(ctx.state, p.factory)
     return undefined
   }
 }
