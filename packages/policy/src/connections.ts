@@ -49,7 +49,34 @@ export function addConnectionGuard (state: PortcullisState, factory: ConnectionG
 }
 
 const kTracked = Symbol('portcullis.tracked')
-type TrackedSocket = PortcullisSocket & { [kTracked]?: Tracked }
+/** On the tracked class's prototype: the base class's own `emit` and `close`. */
+const kBase = Symbol('portcullis.base-methods')
+interface BaseMethods { emit: PortcullisSocket['emit'], close: PortcullisSocket['close'] }
+type TrackedSocket = PortcullisSocket & { [kTracked]?: Tracked, [kBase]?: BaseMethods }
+
+type SocketClass = new (...args: any[]) => object
+
+/**
+ * A subclass of the WebSocket server's socket class (ws's `WebSocket`, or the app's own class
+ * given as the `WebSocket` server option) with the tracked `emit` and `close` on its prototype
+ * and the registry's slot declared: attaching a socket then stores one field instead of adding
+ * three own properties, which would give every socket a property store (64 B per idle
+ * connection) and a map transition each. A socket of any other class is patched at attach.
+ * Before attach (and after a guard factory threw) both methods behave as the base class's.
+ */
+export function trackedSocketClass (Base: SocketClass): SocketClass {
+  const proto = Base.prototype as BaseMethods
+  if ((proto as Partial<TrackedSocket>)[kBase] !== undefined) return Base
+  class PortcullisWebSocket extends Base {
+    [kTracked]: Tracked | undefined = undefined
+  }
+  Object.defineProperties(PortcullisWebSocket.prototype, {
+    [kBase]: { value: { emit: proto.emit, close: proto.close } },
+    emit: { value: trackedEmit, writable: true, configurable: true },
+    close: { value: trackedClose, writable: true, configurable: true }
+  })
+  return PortcullisWebSocket
+}
 
 const OPEN = 1
 
@@ -115,12 +142,16 @@ export class ConnectionRegistry {
     }
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
+    const base = (socket as TrackedSocket)[kBase]
     const entry: Tracked = {
-      socket, state, registry: this, sessionId, identityId, route, transport, sentCode: undefined, sentReason: undefined, close: socket.close, guards, emit: socket.emit, violated: false, failed: false, emittedError: undefined, log
+      socket, state, registry: this, sessionId, identityId, route, transport, sentCode: undefined, sentReason: undefined, close: base?.close ?? socket.close, guards, emit: base?.emit ?? socket.emit, violated: false, failed: false, emittedError: undefined, log
     }
     ;(socket as TrackedSocket)[kTracked] = entry
-    socket.emit = trackedEmit as PortcullisSocket['emit']
-    socket.close = trackedClose
+    // a socket of the tracked class has both on its prototype (no own properties to add)
+    if (socket.emit !== trackedEmit) {
+      socket.emit = trackedEmit as PortcullisSocket['emit']
+      socket.close = trackedClose
+    }
     // A ws socket emits its close through `this.emit`, i.e. the tracked emit, which releases
     // the connection: no listener of our own (it would turn the socket's one close listener into
     // an array). Another transport's socket may emit through its own reference: a listener.
@@ -257,7 +288,8 @@ function onTrackedClose (this: TrackedSocket, code: unknown, reason: unknown): v
 
 /** The `close` of every attached socket: remembers the first code and reason it was closed with. */
 function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buffer): void {
-  const entry = this[kTracked] as Tracked
+  const entry = this[kTracked]
+  if (entry === undefined) return (this[kBase] as BaseMethods).close.call(this, code, reason)
   if (entry.sentCode === undefined && this.readyState <= OPEN) {
     entry.sentCode = code ?? 1005
     entry.sentReason = reason === undefined ? '' : String(reason)
@@ -281,7 +313,8 @@ export interface ConnectionObserver {
  * closure: this runs for every inbound message of every socket.
  */
 function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknown, isBinary?: unknown): boolean {
-  const entry = this[kTracked] as Tracked
+  const entry = this[kTracked]
+  if (entry === undefined) return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
   if (event === 'message') {
     if (entry.violated) return false
     const guards = entry.guards

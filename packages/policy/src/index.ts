@@ -8,7 +8,7 @@ import type {
   PortcullisRoutePolicy, PortcullisSocket, PortcullisStats, ProtectedRoute, RouteDescription, Transport
 } from './types.js'
 import { Pipeline, type CompiledRoute } from './pipeline.js'
-import { ConnectionRegistry, type ConnectionObserver } from './connections.js'
+import { ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from './connections.js'
 import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
@@ -242,6 +242,11 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
       server.close(() => done())
     }
   })
+
+  // ws builds each server socket with `new options.WebSocket(...)` at upgrade time: ours is the
+  // tracked subclass of whatever class that is (ws's own, or the app's `websocket.WebSocket`)
+  const wss = (fastify as unknown as { websocketServer: { options: { WebSocket?: new (...args: any[]) => object } } }).websocketServer
+  if (typeof wss.options.WebSocket === 'function') wss.options.WebSocket = trackedSocketClass(wss.options.WebSocket)
 
   // After @fastify/websocket's onRequest (which sets request.ws): an upgrade that reaches a route
   // Portcullis does not protect is refused with a 4xx instead of being upgraded and then closed.

@@ -1,5 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
+import { WebSocket } from 'ws'
 import portcullis, { addConnectionGuard, CloseCodes } from '../src/index.js'
 import type { ConnectionGuardFactory } from '../src/index.js'
 import { listen, wsOpen, nextMessages, closed, waitFor, rawUpgrade } from '../../../test/helpers/index.js'
@@ -210,4 +211,32 @@ t.test('addConnectionGuard appends in stage order without changing the list an e
   t.equal(state.guards?.length, 2)
   t.equal(state.guards?.[0], a)
   t.equal(state.guards?.[1], b)
+})
+
+t.test('server sockets are of the tracked subclass of the ws server\'s class, the app\'s own WebSocket class included', async (t) => {
+  class AppSocket extends WebSocket {
+    hello (): string { return 'app method' }
+  }
+  for (const [label, websocket] of [['ws\'s own class', {}], ['the app\'s class', { WebSocket: AppSocket }]] as const) {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(portcullis, { websocket })
+    const seen: Array<{ ownEmit: boolean, ownClose: boolean, isWs: boolean, isApp: boolean, hello: unknown }> = []
+    app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket) => {
+      seen.push({
+        ownEmit: Object.hasOwn(socket, 'emit'),
+        ownClose: Object.hasOwn(socket, 'close'),
+        isWs: socket instanceof WebSocket,
+        isApp: socket instanceof AppSocket,
+        hello: (socket as unknown as { hello?: () => string }).hello?.()
+      })
+      socket.on('message', () => { throw new Error('listener bug') })
+    })
+    const { ws } = await listen(app)
+    const r = await wsOpen(`${ws}/ws`)
+    const done = closed(r.ws!)
+    r.ws!.send('x')
+    t.same(await done, { code: 1011, reason: 'internal error' }, `${label}: a throwing listener is still contained`)
+    t.same(seen, [{ ownEmit: false, ownClose: false, isWs: true, isApp: 'WebSocket' in websocket, hello: 'WebSocket' in websocket ? 'app method' : undefined }], label)
+  }
 })
