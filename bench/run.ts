@@ -60,6 +60,7 @@ function overBudget (): boolean {
 const LABELS: Record<string, string> = {
   ws: 'bare `ws`',
   'fastify-ws': 'bare `@fastify/websocket`',
+  'fastify-ws-cookie': '`@fastify/websocket` + `@fastify/cookie` (context: the cookie plugin alone)',
   portcullis: 'Portcullis full policy',
   'portcullis-relay': 'Portcullis full policy, relay (no inspection)',
   'portcullis-nocache': 'Portcullis full policy, session cache off (HMAC every handshake)',
@@ -195,7 +196,7 @@ function scenario (id: string, title: string, metric: string, unit: string, high
 // ── 1. handshakes ─────────────────────────────────────────────────────────────────────────────
 async function handshakes (): Promise<ScenarioResult> {
   // the no-cache row shows what the verified-cookie cache saves; full mode only (time)
-  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel'] : ['ws', 'fastify-ws', 'portcullis', 'portcullis-nocache', 'portcullis-otel']
+  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-nocache', 'portcullis-otel']
   const sc = scenario('handshake', '1. Handshakes — open→close cycles/s at 50 concurrent; upgrade latency at concurrency 1', 'handshakes/s', 'handshakes/s', true, 'fastify-ws', rowsFor(contenders))
   await interleaved(contenders, sc.rows, async (server, rep) => {
     const r = await job({ kind: 'handshake', target: target(server), concurrency: 50, warmupMs: config.warmupMs, windowMs: config.windowMs, latencyCount: config.latencyCount, latencyMaxMs: config.latencyMaxMs }, 60_000)
@@ -227,7 +228,7 @@ async function echo (): Promise<ScenarioResult> {
 
 // ── 3. idle memory ────────────────────────────────────────────────────────────────────────────
 async function idle (): Promise<ScenarioResult> {
-  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel']
+  const contenders = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-otel']
   const sc = scenario('idle', `3. Idle memory — heap per connection at ${config.idleConns.toLocaleString('en-US')} open connections`, 'heap bytes/conn', 'bytes', false, 'fastify-ws', rowsFor(contenders))
   for (let rep = 0; rep < config.idleReps && (rep === 0 || !overBudget()); rep++) {
     for (const c of order(contenders, rep)) {

@@ -11,13 +11,14 @@ import { startSocketIo } from './servers/socketio.js'
 import { startFloor } from './servers/floor.js'
 import type { BenchServer } from './servers/types.js'
 
-export const CONTENDERS = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
+export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 
 function start (name: string): Promise<BenchServer> {
   switch (name) {
     case 'ws': return startWs()
     case 'fastify-ws': return startFastifyWs()
+    case 'fastify-ws-cookie': return startFastifyWs({ cookie: true })
     case 'portcullis': return startPortcullis({ inspect: true })
     case 'portcullis-relay': return startPortcullis({ inspect: false })
     case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })

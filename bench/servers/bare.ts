@@ -1,12 +1,14 @@
 /**
- * The bare contenders: `ws` on a plain node:http server, and Fastify with `@fastify/websocket`.
- * Both run the same echo handler as the Portcullis server, and nothing else.
+ * The bare contenders: `ws` on a plain node:http server, and Fastify with `@fastify/websocket`
+ * (alone, and with `@fastify/cookie` as a context row). All run the same echo handler as the
+ * Portcullis server, and nothing else.
  */
 import { createServer, type Server } from 'node:http'
 import Fastify from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
+import fastifyCookie from '@fastify/cookie'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
-import { WS_PATH } from '../lib/fixture.js'
+import { SECRET, WS_PATH } from '../lib/fixture.js'
 import type { BenchServer } from './types.js'
 import { version } from '../lib/meta.js'
 
@@ -33,8 +35,16 @@ export async function startWs (): Promise<BenchServer> {
   }
 }
 
-export async function startFastifyWs (): Promise<BenchServer> {
+/**
+ * `cookie: true` (row `fastify-ws-cookie`, context only): `@fastify/cookie` registered as the
+ * Portcullis server registers it. Its onRequest hook parses the Cookie header into
+ * `request.cookies` and gives the reply a Set-Cookie map, and `@fastify/websocket` keeps the
+ * request and reply alive for the connection's life, so every app that uses both pays this
+ * part of the Portcullis row's handshake and idle cost whether or not it uses Portcullis.
+ */
+export async function startFastifyWs (opts: { cookie?: boolean } = {}): Promise<BenchServer> {
   const app = Fastify({ logger: false })
+  if (opts.cookie === true) await app.register(fastifyCookie, { secret: SECRET })
   await app.register(fastifyWebsocket)
   app.get(WS_PATH, { websocket: true }, (socket) => echo(socket))
   await app.listen({ port: 0, host: '127.0.0.1' })
@@ -42,7 +52,7 @@ export async function startFastifyWs (): Promise<BenchServer> {
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   return {
     port: addr.port,
-    info: { stack: `fastify ${app.version} + @fastify/websocket ${version('@fastify/websocket')}` },
+    info: { stack: `fastify ${app.version} + @fastify/websocket ${version('@fastify/websocket')}${opts.cookie === true ? ` + @fastify/cookie ${version('@fastify/cookie')}` : ''}` },
     close: () => app.close()
   }
 }
