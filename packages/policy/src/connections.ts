@@ -11,32 +11,35 @@ import { CloseCodes } from './close-codes.js'
 interface Tracked {
   socket: PortcullisSocket
   state: PortcullisState
-  registry: ConnectionRegistry
+  /** The registry, route and transport: shared by every connection of the route on that door. */
+  scope: Scope
   sessionId: string | undefined
   identityId: string | undefined
-  route: string | undefined
-  transport: Transport
   /** The code and reason Portcullis or the handler closed with first (a peer may echo another, or none). */
-  sentCode: number | undefined
-  sentReason: string | undefined
-  /** The socket's own `close`. */
-  close: PortcullisSocket['close']
+  sent: { code: number, reason: string } | undefined
   /**
    * The connection's guards, composed at attach: none (`undefined`), the one guard itself (the
    * common case: no array, one call per message), or the list in stage order. A guard that
    * neither checks messages nor closes (a shared pass-through) is not kept.
    */
   guards: ConnectionGuard | ConnectionGuard[] | undefined
-  /** The socket's own `emit`, called for what the guards let through. */
-  emit: PortcullisSocket['emit']
-  /** A guard refused a message or a listener threw: the connection is closing, nothing more is delivered. */
-  violated: boolean
-  /** Application code failed (logged once). */
-  failed: boolean
+  /** VIOLATED and FAILED (one small integer, not two fields: it is per connection). */
+  flags: number
   /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
   emittedError: unknown
   log: FastifyBaseLogger
 }
+
+interface Scope {
+  readonly registry: ConnectionRegistry
+  readonly route: string | undefined
+  readonly transport: Transport
+}
+
+/** A guard refused a message or a listener threw: the connection is closing, nothing more is delivered. */
+const VIOLATED = 1
+/** Application code failed (logged once). */
+const FAILED = 2
 
 /**
  * How a stage hands the core a guard factory for the connection it admits: appended to
@@ -49,7 +52,10 @@ export function addConnectionGuard (state: PortcullisState, factory: ConnectionG
 }
 
 const kTracked = Symbol('portcullis.tracked')
-/** On the tracked class's prototype: the base class's own `emit` and `close`. */
+/**
+ * The socket's own `emit` (called for what the guards let through) and `close`: on the tracked
+ * class's prototype, or an own property of a socket patched at attach.
+ */
 const kBase = Symbol('portcullis.base-methods')
 interface BaseMethods { emit: PortcullisSocket['emit'], close: PortcullisSocket['close'] }
 type TrackedSocket = PortcullisSocket & { [kTracked]?: Tracked, [kBase]?: BaseMethods }
@@ -92,6 +98,7 @@ export class ConnectionRegistry {
   readonly #bySession = new Map<string, Set<Tracked>>()
   readonly #perIdentity = new Map<string, number>()
   readonly #closeListeners: Array<(state: PortcullisState) => void> = []
+  readonly #scopes = new Map<Transport, Map<string | undefined, Scope>>()
   /** Telemetry: told of every attached connection and of its close (code, reason, route, transport). */
   readonly #observer: ConnectionObserver | undefined
 
@@ -110,7 +117,7 @@ export class ConnectionRegistry {
   /** Open connections per transport (for `stats()`). */
   byTransport (): Partial<Record<Transport, number>> {
     const out: Partial<Record<Transport, number>> = {}
-    for (const e of this.#all) out[e.transport] = (out[e.transport] ?? 0) + 1
+    for (const e of this.#all) out[e.scope.transport] = (out[e.scope.transport] ?? 0) + 1
     return out
   }
 
@@ -142,16 +149,14 @@ export class ConnectionRegistry {
     }
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
-    const base = (socket as TrackedSocket)[kBase]
-    const entry: Tracked = {
-      socket, state, registry: this, sessionId, identityId, route, transport, sentCode: undefined, sentReason: undefined, close: base?.close ?? socket.close, guards, emit: base?.emit ?? socket.emit, violated: false, failed: false, emittedError: undefined, log
-    }
-    ;(socket as TrackedSocket)[kTracked] = entry
+    const entry: Tracked = { socket, state, scope: this.#scope(route, transport), sessionId, identityId, sent: undefined, guards, flags: 0, emittedError: undefined, log }
     // a socket of the tracked class has both on its prototype (no own properties to add)
     if (socket.emit !== trackedEmit) {
+      ;(socket as TrackedSocket)[kBase] = { emit: socket.emit, close: socket.close }
       socket.emit = trackedEmit as PortcullisSocket['emit']
       socket.close = trackedClose
     }
+    ;(socket as TrackedSocket)[kTracked] = entry
     // A ws socket emits its close through `this.emit`, i.e. the tracked emit, which releases
     // the connection: no listener of our own (it would turn the socket's one close listener into
     // an array). Another transport's socket may emit through its own reference: a listener.
@@ -169,6 +174,14 @@ export class ConnectionRegistry {
     return true
   }
 
+  #scope (route: string | undefined, transport: Transport): Scope {
+    let byRoute = this.#scopes.get(transport)
+    if (byRoute === undefined) this.#scopes.set(transport, (byRoute = new Map()))
+    let scope = byRoute.get(route)
+    if (scope === undefined) byRoute.set(route, (scope = Object.freeze({ registry: this, route, transport })))
+    return scope
+  }
+
   /**
    * Whether `error` is one the socket emitted itself (a peer breaking RFC 6455, a transport
    * error) rather than one thrown by application code: both reach @fastify/websocket's error
@@ -183,9 +196,8 @@ export class ConnectionRegistry {
   fail (socket: PortcullisSocket, err: unknown, what: string, log: FastifyBaseLogger, route: string | undefined): void {
     const entry = (socket as TrackedSocket)[kTracked]
     if (entry !== undefined) {
-      if (entry.failed) return
-      entry.failed = true
-      entry.violated = true
+      if ((entry.flags & FAILED) !== 0) return
+      entry.flags |= FAILED | VIOLATED
     }
     log.error({ err, portcullis: { route, close: CloseCodes.INTERNAL_ERROR } }, `portcullis: ${what} failed; connection closed`)
     if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
@@ -196,10 +208,11 @@ export class ConnectionRegistry {
     if (!this.#all.delete(entry)) return
     if (this.#observer !== undefined) {
       // what the server side chose wins over what the peer echoed (or failed to: 1006)
-      const closeCode = entry.sentCode ?? (typeof code === 'number' ? code : 1005)
-      const closeReason = entry.sentReason ?? (reason === undefined ? '' : String(reason))
+      const sent = entry.sent
+      const closeCode = sent?.code ?? (typeof code === 'number' ? code : 1005)
+      const closeReason = sent?.reason ?? (reason === undefined ? '' : String(reason))
       try {
-        this.#observer.closed(entry.route, entry.transport, closeCode, closeReason)
+        this.#observer.closed(entry.scope.route, entry.scope.transport, closeCode, closeReason)
       } catch (err) {
         entry.log.error({ err }, 'portcullis: close telemetry failed')
       }
@@ -219,8 +232,8 @@ export class ConnectionRegistry {
     }
     const guards = entry.guards
     if (guards !== undefined) {
-      if (Array.isArray(guards)) closeGuards(guards, entry.log, entry.route)
-      else closeGuard(guards, entry.log, entry.route)
+      if (Array.isArray(guards)) closeGuards(guards, entry.log, entry.scope.route)
+      else closeGuard(guards, entry.log, entry.scope.route)
     }
     // each listener on its own: one that throws neither escapes into the socket's close event
     // nor keeps the others from hearing it
@@ -228,7 +241,7 @@ export class ConnectionRegistry {
       try {
         fn(entry.state)
       } catch (err) {
-        entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: onConnectionClose listener failed')
+        entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: onConnectionClose listener failed')
       }
     }
   }
@@ -283,18 +296,17 @@ function closeGuard (g: ConnectionGuard, log: FastifyBaseLogger, route: string |
 
 function onTrackedClose (this: TrackedSocket, code: unknown, reason: unknown): void {
   const entry = this[kTracked]
-  if (entry !== undefined) entry.registry.release(entry, code, reason)
+  if (entry !== undefined) entry.scope.registry.release(entry, code, reason)
 }
 
 /** The `close` of every attached socket: remembers the first code and reason it was closed with. */
 function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buffer): void {
   const entry = this[kTracked]
   if (entry === undefined) return (this[kBase] as BaseMethods).close.call(this, code, reason)
-  if (entry.sentCode === undefined && this.readyState <= OPEN) {
-    entry.sentCode = code ?? 1005
-    entry.sentReason = reason === undefined ? '' : String(reason)
+  if (entry.sent === undefined && this.readyState <= OPEN) {
+    entry.sent = { code: code ?? 1005, reason: reason === undefined ? '' : String(reason) }
   }
-  entry.close.call(this, code, reason)
+  ;(this[kBase] as BaseMethods).close.call(this, code, reason)
 }
 
 /** What the registry tells telemetry. */
@@ -316,7 +328,7 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
   const entry = this[kTracked]
   if (entry === undefined) return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
   if (event === 'message') {
-    if (entry.violated) return false
+    if ((entry.flags & VIOLATED) !== 0) return false
     const guards = entry.guards
     if (guards !== undefined) {
       if (!Array.isArray(guards)) {
@@ -328,18 +340,18 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
     try {
       return deliverMessage(this, entry, data, isBinary)
     } catch (err) {
-      entry.registry.fail(this, err, 'message listener', entry.log, entry.route)
+      entry.scope.registry.fail(this, err, 'message listener', entry.log, entry.scope.route)
       return true
     }
   }
   if (event === 'close') {
     // first, as a listener registered at attach would run before the handler's (release is
     // idempotent: a long-poll socket's own listener finds it released)
-    entry.registry.release(entry, data, isBinary)
+    entry.scope.registry.release(entry, data, isBinary)
     return emitEach(this, entry, data, isBinary)
   }
   if (event === 'error') entry.emittedError = data
-  return entry.emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
+  return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
 }
 
 /** Run one guard on a message; on a violation (or a guard that throws: 1011) close and refuse it. */
@@ -349,12 +361,12 @@ function passes (socket: TrackedSocket, entry: Tracked, guard: ConnectionGuard, 
   try {
     v = guard.message(data as Buffer | string, isBinary as boolean)
   } catch (err) {
-    entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: message guard failed')
+    entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: message guard failed')
     v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
   }
   if (v === undefined) return true
-  entry.violated = true
-  entry.log.info({ portcullis: { close: v.code, reason: v.reason, route: entry.route } }, 'portcullis: message refused')
+  entry.flags |= VIOLATED
+  entry.log.info({ portcullis: { close: v.code, reason: v.reason, route: entry.scope.route } }, 'portcullis: message refused')
   socket.close(v.code, v.reason)
   return false
 }
@@ -373,7 +385,7 @@ function deliverMessage (socket: TrackedSocket, entry: Tracked, data: unknown, i
     return true
   }
   const list = (listeners as MessageListener[]).slice()
-  for (let i = 0; i < list.length && !entry.violated; i++) callMessageListener(socket, entry, list[i], data, isBinary)
+  for (let i = 0; i < list.length && (entry.flags & VIOLATED) === 0; i++) callMessageListener(socket, entry, list[i], data, isBinary)
   return true
 }
 
@@ -382,7 +394,7 @@ type MessageListener = (this: PortcullisSocket, data: unknown, isBinary: unknown
 function callMessageListener (socket: TrackedSocket, entry: Tracked, fn: MessageListener, data: unknown, isBinary: unknown): void {
   const r = fn.call(socket, data, isBinary)
   if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
-    (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.registry.fail(socket, err, 'message listener', entry.log, entry.route) })
+    (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.scope.registry.fail(socket, err, 'message listener', entry.log, entry.scope.route) })
   }
 }
 
@@ -395,10 +407,10 @@ function emitEach (socket: TrackedSocket, entry: Tracked, code: unknown, reason:
       const r: unknown = fn.call(socket, code, reason)
       // an async close listener's rejection is contained too, not left unhandled
       if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
-        (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: close listener failed') })
+        (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed') })
       }
     } catch (err) {
-      entry.log.error({ err, portcullis: { route: entry.route } }, 'portcullis: close listener failed')
+      entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed')
     }
   }
   return listeners.length > 0
