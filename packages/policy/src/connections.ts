@@ -156,6 +156,9 @@ export class ConnectionRegistry {
         return false
       }
       guards = compose(made)
+      // the factories are spent: the guards they made live in the record, and the state (which
+      // lives as long as the connection) keeps no list of them
+      state.guards = undefined
     }
     const sessionId = state.identity?.sessionId
     const identityId = state.identity?.id
@@ -279,15 +282,23 @@ export class ConnectionRegistry {
 
 /** The guards worth keeping (see `Tracked.guards`): none, one, or several in order. */
 function compose (made: ConnectionGuard[]): ConnectionGuard | ConnectionGuard[] | undefined {
-  let kept: ConnectionGuard[] | undefined
+  let n = 0
   let one: ConnectionGuard | undefined
   for (let i = 0; i < made.length; i++) {
-    const g = made[i]
-    if (typeof g.message !== 'function' && typeof g.close !== 'function') continue
-    if (one === undefined) one = g
-    else (kept ??= [one]).push(g)
+    if (isActive(made[i])) {
+      n++
+      one ??= made[i]
+    }
   }
-  return kept ?? one
+  if (n <= 1) return one
+  // exact size (it lives as long as the connection; a push would give it 17 slots)
+  const kept = new Array<ConnectionGuard>(n)
+  for (let i = 0, k = 0; i < made.length; i++) if (isActive(made[i])) kept[k++] = made[i]
+  return kept
+}
+
+function isActive (g: ConnectionGuard): boolean {
+  return typeof g.message === 'function' || typeof g.close === 'function'
 }
 
 /** Close each guard on its own: a throwing `close()` (an app's inspector) skips no other. */

@@ -89,8 +89,12 @@ export interface PortcullisState {
   identity?: PortcullisIdentity
   /** The negotiated subprotocol (a registered name, never client text). */
   protocol?: string
-  /** Per-connection message guards, created when the connection opens (both doors). */
-  guards?: ConnectionGuardFactory[]
+  /**
+   * Per-connection message guards, created when the connection opens (both doors). Add one with
+   * `addConnectionGuard(ctx.state, factory)`. The core consumes the list when it attaches the
+   * connection (it is `undefined` from then on; the guards made live in the core's record).
+   */
+  guards?: ConnectionGuardFactory[] | undefined
 }
 
 /** A policy denial: a value, not an exception. */

@@ -240,3 +240,27 @@ t.test('server sockets are of the tracked subclass of the ws server\'s class, th
     t.same(seen, [{ ownEmit: false, ownClose: false, isWs: true, isApp: 'WebSocket' in websocket, hello: 'WebSocket' in websocket ? 'app method' : undefined }], label)
   }
 })
+
+t.test('the state a handler sees keeps no guard list once the connection is attached, and its two guards still run in order', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(portcullis)
+  const order: string[] = []
+  const first: ConnectionGuardFactory = () => ({ message () { order.push('first') } })
+  const second: ConnectionGuardFactory = () => ({ message (data) { order.push('second'); if (String(data) === 'bad') return { code: 1008, reason: 'bad' } } })
+  app.wsPolicy.addStage({ name: 'g', phase: 'custom', evaluate (ctx) { addConnectionGuard(ctx.state, first); addConnectionGuard(ctx.state, second) } })
+  let seen: unknown = 'not run'
+  app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket, request) => {
+    seen = request.portcullis?.state.guards
+    socket.on('message', () => socket.send('ok'))
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/ws`)
+  r.ws!.send('x')
+  t.same(await nextMessages(r.ws!), ['ok'])
+  const done = closed(r.ws!)
+  r.ws!.send('bad')
+  t.same(await done, { code: 1008, reason: 'bad' })
+  t.equal(seen, undefined, 'no list left on the state')
+  t.same(order, ['first', 'second', 'first', 'second'])
+})
