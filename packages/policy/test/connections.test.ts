@@ -246,8 +246,8 @@ t.test('the state a handler sees keeps no guard list once the connection is atta
   t.teardown(() => app.close())
   await app.register(portcullis)
   const order: string[] = []
-  const first: ConnectionGuardFactory = () => ({ message () { order.push('first') } })
-  const second: ConnectionGuardFactory = () => ({ message (data) { order.push('second'); if (String(data) === 'bad') return { code: 1008, reason: 'bad' } } })
+  const first: ConnectionGuardFactory = () => ({ message () { order.push('first'); return undefined } })
+  const second: ConnectionGuardFactory = () => ({ message (data) { order.push('second'); if (String(data) === 'bad') return { code: 1008, reason: 'bad' }; return undefined } })
   app.wsPolicy.addStage({ name: 'g', phase: 'custom', evaluate (ctx) { addConnectionGuard(ctx.state, first); addConnectionGuard(ctx.state, second) } })
   let seen: unknown = 'not run'
   app.get('/ws', { websocket: true, wsPolicy: { origin: false } }, (socket, request) => {
