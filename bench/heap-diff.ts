@@ -25,6 +25,7 @@ type Census = Map<string, { count: number, bytes: number }>
 const starters: Record<string, () => Promise<BenchServer>> = {
   ws: startWs,
   'fastify-ws': startFastifyWs,
+  'fastify-ws-cookie': () => startFastifyWs({ cookie: true }),
   portcullis: () => startPortcullis({ inspect: true }),
   'portcullis-relay': () => startPortcullis({ inspect: false }),
   'portcullis-otel': () => startPortcullis({ inspect: true, telemetry: true })
