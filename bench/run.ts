@@ -9,7 +9,8 @@
  * helper threads) per window; `BENCH_PROFILE_KIND=heap` makes `--profile` a sampling allocation
  * profile; `BENCH_AA=1` runs the `portcullis-otel` row without telemetry, an A/A control of the
  * bench's resolution between two identical server processes. `bench/telemetry-cost.ts` measures
- * the telemetry's own work per handshake in one process.
+ * the telemetry's own work per handshake in one process, `bench/inspect-cost.ts` the JSON
+ * inspection's per message.
  *
  * Servers run in their own processes on core 0, the load generator on core 1, on 127.0.0.1
  * only. Contenders are interleaved (A B C, then C B A, ...) and each repeat is compared with the

@@ -8,10 +8,10 @@
  * in the handshake scenario (run with BENCH_AA=1 to see it), which hides a 2% effect. This
  * measures the added work itself, and relates it to the last full run's server µs per handshake.
  */
-import { readFileSync } from 'node:fs'
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics'
 import { Metrics } from '../packages/policy/src/telemetry.js'
 import { discardExporter } from './servers/portcullis.js'
+import { latestMedian, medianOf } from './lib/latest.js'
 
 function perHandshakeNs (metrics: Metrics, n: number): number {
   const t0 = process.hrtime.bigint()
@@ -27,19 +27,9 @@ function perHandshakeNs (metrics: Metrics, n: number): number {
 const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discardExporter, exportIntervalMillis: 1000 })] })
 const sdk = new Metrics(provider, 'bench')
 const N = 1_000_000
-const runs: number[] = []
-perHandshakeNs(sdk, N) // warm-up: JIT and the SDK's first aggregations
-for (let r = 0; r < 5; r++) runs.push(perHandshakeNs(sdk, N))
+// the first call warms up the JIT and the SDK's first aggregations
+const ns = medianOf(5, () => perHandshakeNs(sdk, N))
 await provider.shutdown()
-runs.sort((a, b) => a - b)
-const ns = runs[2]
-
-let handshakeUs: number | undefined
-try {
-  const latest = JSON.parse(readFileSync(new URL('results/latest-full.json', import.meta.url), 'utf8'))
-  const row = latest.scenarios?.find((s: { id: string }) => s.id === 'handshake')?.rows?.find((r: { key: string }) => r.key === 'portcullis')
-  const us = (row?.samples ?? []).map((x: { extra?: Record<string, number> }) => x.extra?.['server µs/op']).filter((x: unknown) => typeof x === 'number').sort((a: number, b: number) => a - b)
-  handshakeUs = us.length === 0 ? undefined : us[Math.floor(us.length / 2)]
-} catch {}
+const handshakeUs = latestMedian('handshake', 'portcullis', 'server µs/op')
 console.log(`telemetry work per handshake (SDK MeterProvider + reader): ${ns.toFixed(0)} ns (median of 5 × ${N.toLocaleString('en')})`)
 if (typeof handshakeUs === 'number') console.log(`= ${(ns / 10 / handshakeUs).toFixed(2)}% of the last full run's ${handshakeUs.toFixed(0)} µs server CPU per Portcullis handshake (target ≤ 2%)`)
