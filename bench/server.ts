@@ -77,7 +77,8 @@ async function main (): Promise<void> {
       memory().then((m) => process.send?.({ type: 'mem', id: msg.id, ...m }), () => {})
     } else if (msg.type === 'exit') {
       stopProfiler().catch((err) => console.error(err)).then(() => server.close()).finally(() => process.exit(0))
-      setTimeout(() => process.exit(0), 5000).unref()
+      // a sampling heap profile of a whole scenario takes seconds to serialize
+      setTimeout(() => process.exit(0), profiler === undefined ? 5000 : 60_000).unref()
     }
   })
   process.on('disconnect', () => process.exit(0))

@@ -55,10 +55,11 @@ function waitFor<T> (child: ChildProcess, match: (msg: any) => T | undefined, ms
   })
 }
 
-function stop (child: ChildProcess): Promise<void> {
+/** Ask a child to exit; kill it after `graceMs` (a profiling server first writes its profile). */
+function stop (child: ChildProcess, graceMs = 3000): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    const timer = setTimeout(() => { child.kill('SIGKILL') }, 3000)
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, graceMs)
     child.once('exit', () => { clearTimeout(timer); resolve() })
     if (child.connected) child.send({ type: 'exit' })
     else child.kill('SIGTERM')
@@ -93,7 +94,7 @@ export async function startServer (contender: string, opts: { cpuProfile?: strin
         child.send({ type: 'mem', id })
         return await waitFor(child, (m: any) => m?.type === 'mem' && m.id === id ? m : undefined, 15_000, `memory of ${contender}`)
       },
-      close: () => stop(child)
+      close: () => stop(child, opts.cpuProfile === undefined ? 3000 : 60_000)
     }
   } catch (err) {
     child.kill('SIGKILL')

@@ -66,7 +66,8 @@ export function isToken (name: string): boolean {
 export function parseProtocolHeader (value: string, limits: HeaderLimits = defaultHeaderLimits): string[] {
   const len = value.length
   if (len > limits.maxLength) throw new ProtocolHeaderError('too-long', limits.maxLength)
-  const out: string[] = []
+  // made at the first name: most clients offer one, and a push onto [] allocates 17 slots
+  let out: string[] | undefined
   let i = 0
   for (;;) {
     while (i < len && isOws(value.charCodeAt(i))) i++
@@ -81,13 +82,18 @@ export function parseProtocolHeader (value: string, limits: HeaderLimits = defau
       if (i === len || value.charCodeAt(i) === COMMA) throw new ProtocolHeaderError('empty-element', i)
       throw new ProtocolHeaderError('invalid-character', i)
     }
-    if (out.length === limits.maxCount) throw new ProtocolHeaderError('too-many', start)
     const name = value.slice(start, i)
-    // at most maxCount (32 by default, 256 at most) earlier values: bounded, not quadratic in the input
-    for (let k = 0; k < out.length; k++) {
-      if (out[k] === name) throw new ProtocolHeaderError('duplicate', start)
+    if (out === undefined) {
+      if (limits.maxCount === 0) throw new ProtocolHeaderError('too-many', start)
+      out = [name]
+    } else {
+      if (out.length === limits.maxCount) throw new ProtocolHeaderError('too-many', start)
+      // at most maxCount (32 by default, 256 at most) earlier values: bounded, not quadratic in the input
+      for (let k = 0; k < out.length; k++) {
+        if (out[k] === name) throw new ProtocolHeaderError('duplicate', start)
+      }
+      out.push(name)
     }
-    out.push(name)
     while (i < len && isOws(value.charCodeAt(i))) i++
     if (i === len) return out
     if (value.charCodeAt(i) !== COMMA) throw new ProtocolHeaderError('invalid-character', i)
