@@ -11,13 +11,15 @@
 export function parseCookieHeader (header: string | undefined, maxPairs = Infinity): Map<string, string[]> {
   const out = new Map<string, string[]>()
   if (header === undefined || header.length === 0) return out
-  scanPairs(header, maxPairs, (nameStart, nameEnd, valueStart, valueEnd) => {
-    const name = header.slice(nameStart, nameEnd)
-    const value = header.slice(valueStart, valueEnd)
+  // every segment counts towards maxPairs, named or not
+  for (let i = 0, pairs = 0; pairs < maxPairs && (i = nextPair(header, i)) !== -1; pairs++) {
+    if (bounds[0] === -1) continue
+    const name = header.slice(bounds[0], bounds[1])
+    const value = header.slice(bounds[2], bounds[3])
     const list = out.get(name)
     if (list === undefined) out.set(name, [value])
     else list.push(value)
-  })
+  }
   return out
 }
 
@@ -31,49 +33,56 @@ export function parseCookieHeader (header: string | undefined, maxPairs = Infini
 export function cookieValues (header: string | undefined, name: string): string[] | undefined {
   if (header === undefined || header.length === 0 || name.length === 0) return undefined
   let out: string[] | undefined
-  scanPairs(header, Infinity, (nameStart, nameEnd, valueStart, valueEnd) => {
-    if (nameEnd - nameStart !== name.length || !header.startsWith(name, nameStart)) return
-    const value = header.slice(valueStart, valueEnd)
+  for (let i = 0; (i = nextPair(header, i)) !== -1;) {
+    if (bounds[0] === -1 || bounds[1] - bounds[0] !== name.length || !header.startsWith(name, bounds[0])) continue
+    const value = header.slice(bounds[2], bounds[3])
     if (out === undefined) out = [value]
     else out.push(value)
-  })
+  }
   return out
 }
 
-type Pair = (nameStart: number, nameEnd: number, valueStart: number, valueEnd: number) => void
+/**
+ * Where the pair `nextPair` last read sits: its name in [0, 1) (OWS trimmed, never empty) and its
+ * value in [2, 3) (OWS trimmed, one pair of surrounding quotes removed); [0] is -1 for a segment
+ * with no name. One module-wide scratch, not a callback per scan: both scans read it right after
+ * each call, synchronously.
+ */
+const bounds = new Int32Array(4)
 
 /**
- * The one pair scan of both functions: calls `pair` with the bounds of each pair's name (OWS
- * trimmed, never empty) and value (OWS trimmed, one pair of surrounding quotes removed).
+ * The one pair scan of both functions: reads the segment that starts at or after `i` (after
+ * separators and whitespace) into `bounds`, and returns the index just past it, or -1 when the
+ * header has no segment left.
  */
-function scanPairs (header: string, maxPairs: number, pair: Pair): void {
+function nextPair (header: string, i: number): number {
   const len = header.length
-  let pairs = 0
-  let i = 0
-  while (i < len && pairs < maxPairs) {
-    // skip separators and optional whitespace before a pair
-    while (i < len && (header.charCodeAt(i) === 0x20 || header.charCodeAt(i) === 0x3b || header.charCodeAt(i) === 0x09)) i++
-    if (i >= len) break
-    const start = i
-    let eq = -1
-    while (i < len && header.charCodeAt(i) !== 0x3b) {
-      if (eq === -1 && header.charCodeAt(i) === 0x3d) eq = i
-      i++
-    }
-    pairs++
-    if (eq === -1) continue // a pair with no '=' has no name (RFC 6265 §5.2 step 2, applied as "ignore")
-    const nameStart = skipOws(header, start, eq)
-    const nameEnd = trimOwsEnd(header, nameStart, eq)
-    if (nameEnd === nameStart) continue
-    let valueStart = skipOws(header, eq + 1, i)
-    let valueEnd = trimOwsEnd(header, valueStart, i)
-    // a quoted value is the value without its quotes (RFC 6265 §4.1.1 cookie-value)
-    if (valueEnd - valueStart >= 2 && header.charCodeAt(valueStart) === 0x22 && header.charCodeAt(valueEnd - 1) === 0x22) {
-      valueStart++
-      valueEnd--
-    }
-    pair(nameStart, nameEnd, valueStart, valueEnd)
+  // skip separators and optional whitespace before a pair
+  while (i < len && (header.charCodeAt(i) === 0x20 || header.charCodeAt(i) === 0x3b || header.charCodeAt(i) === 0x09)) i++
+  if (i >= len) return -1
+  const start = i
+  let eq = -1
+  while (i < len && header.charCodeAt(i) !== 0x3b) {
+    if (eq === -1 && header.charCodeAt(i) === 0x3d) eq = i
+    i++
   }
+  bounds[0] = -1
+  if (eq === -1) return i // a pair with no '=' has no name (RFC 6265 §5.2 step 2, applied as "ignore")
+  const nameStart = skipOws(header, start, eq)
+  const nameEnd = trimOwsEnd(header, nameStart, eq)
+  if (nameEnd === nameStart) return i
+  let valueStart = skipOws(header, eq + 1, i)
+  let valueEnd = trimOwsEnd(header, valueStart, i)
+  // a quoted value is the value without its quotes (RFC 6265 §4.1.1 cookie-value)
+  if (valueEnd - valueStart >= 2 && header.charCodeAt(valueStart) === 0x22 && header.charCodeAt(valueEnd - 1) === 0x22) {
+    valueStart++
+    valueEnd--
+  }
+  bounds[0] = nameStart
+  bounds[1] = nameEnd
+  bounds[2] = valueStart
+  bounds[3] = valueEnd
+  return i
 }
 
 function skipOws (s: string, start: number, end: number): number {
