@@ -62,6 +62,7 @@ const LABELS: Record<string, string> = {
   ws: 'bare `ws`',
   'fastify-ws': 'bare `@fastify/websocket`',
   'fastify-ws-cookie': '`@fastify/websocket` + `@fastify/cookie` (context: the cookie plugin alone)',
+  'fastify-ws-json': '`@fastify/websocket`, the handler parses each message with JSON.parse (context: what an app speaking JSON does anyway)',
   portcullis: 'Portcullis full policy',
   'portcullis-relay': 'Portcullis full policy, relay (no inspection)',
   'portcullis-nocache': 'Portcullis full policy, session cache off (HMAC every handshake)',
@@ -213,7 +214,7 @@ async function handshakes (): Promise<ScenarioResult> {
 
 // ── 2. echo ───────────────────────────────────────────────────────────────────────────────────
 async function echo (): Promise<ScenarioResult> {
-  const contenders = ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-otel']
+  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-otel']
   const sc = scenario('echo', '2. Echo — messages/s, 100 connections × 10 in flight, 64-byte JSON text', 'messages/s', 'messages/s', true, 'fastify-ws',
     rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis full policy + JSON-Schema inspection' : c === 'portcullis-otel' ? 'Portcullis full policy + JSON-Schema inspection, telemetry on (OpenTelemetry SDK)' : LABELS[c]))
   await interleaved(contenders, sc.rows, async (server, rep) => {
@@ -223,6 +224,9 @@ async function echo (): Promise<ScenarioResult> {
   sc.targets.push(...ratioCheck(sc, 'portcullis', 'Echo with inspection vs bare @fastify/websocket', 0.90))
   sc.targets.push(...ratioCheck(sc, 'portcullis-relay', 'Relay without inspection vs bare @fastify/websocket', 0.98))
   sc.targets.push(...telemetryCheck(sc, 'Echo'))
+  const vsParsing = costRatio(sc, 'portcullis', 'fastify-ws-json')
+  if (vsParsing !== undefined) sc.targets.push({ name: 'Echo with inspection vs an app that parses each message itself (context) — from server CPU per op', target: 'context', value: `${vsParsing.median.toFixed(3)}× (${vsParsing.min.toFixed(2)}–${vsParsing.max.toFixed(2)})`, met: null })
+  if (contenders.includes('fastify-ws-json')) sc.notes.push('The `fastify-ws-json` row is context, not a target: its handler parses every message with plain JSON.parse before echoing it, as an app that reads JSON messages must. The Portcullis inspection row parses once (with the prototype-key screen), validates against the JSON Schema, and hands the parse to the handler through parsedMessage(); its handler here echoes without reading it, like the baseline\'s.')
   sc.partial = partialParts()
   return sc
 }

@@ -11,7 +11,7 @@ import { startSocketIo } from './servers/socketio.js'
 import { startFloor } from './servers/floor.js'
 import type { BenchServer } from './servers/types.js'
 
-export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
+export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 
 function start (name: string): Promise<BenchServer> {
@@ -19,6 +19,7 @@ function start (name: string): Promise<BenchServer> {
     case 'ws': return startWs()
     case 'fastify-ws': return startFastifyWs()
     case 'fastify-ws-cookie': return startFastifyWs({ cookie: true })
+    case 'fastify-ws-json': return startFastifyWs({ parse: true })
     case 'portcullis': return startPortcullis({ inspect: true })
     case 'portcullis-relay': return startPortcullis({ inspect: false })
     case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })

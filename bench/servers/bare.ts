@@ -1,7 +1,7 @@
 /**
  * The bare contenders: `ws` on a plain node:http server, and Fastify with `@fastify/websocket`
- * (alone, and with `@fastify/cookie` as a context row). All run the same echo handler as the
- * Portcullis server, and nothing else.
+ * (alone, and with `@fastify/cookie` or a JSON-parsing handler as context rows). All run the same
+ * echo handler as the Portcullis server, and nothing else.
  */
 import { createServer, type Server } from 'node:http'
 import Fastify from 'fastify'
@@ -15,6 +15,24 @@ import { version } from '../lib/meta.js'
 /** Echo each message back with the opcode it came with (text stays text). */
 export function echo (socket: WebSocket): void {
   socket.on('message', (data: RawData, isBinary: boolean) => socket.send(data, { binary: isBinary }))
+}
+
+/**
+ * The echo of an app that speaks JSON (row `fastify-ws-json`, context only): each message is
+ * parsed with plain `JSON.parse` before it is echoed, as a handler that reads its messages must.
+ * With Portcullis's JSON inspection the handler gets that parse from `parsedMessage()` instead.
+ */
+export function echoParsed (socket: WebSocket): void {
+  socket.on('message', (data: RawData, isBinary: boolean) => {
+    let value: unknown
+    try {
+      value = JSON.parse((data as Buffer).toString())
+    } catch {
+      socket.close(1007, 'invalid JSON')
+      return
+    }
+    if (value !== undefined) socket.send(data, { binary: isBinary })
+  })
 }
 
 export async function startWs (): Promise<BenchServer> {
@@ -42,17 +60,17 @@ export async function startWs (): Promise<BenchServer> {
  * request and reply alive for the connection's life, so every app that uses both pays this
  * part of the Portcullis row's handshake and idle cost whether or not it uses Portcullis.
  */
-export async function startFastifyWs (opts: { cookie?: boolean } = {}): Promise<BenchServer> {
+export async function startFastifyWs (opts: { cookie?: boolean, parse?: boolean } = {}): Promise<BenchServer> {
   const app = Fastify({ logger: false })
   if (opts.cookie === true) await app.register(fastifyCookie, { secret: SECRET })
   await app.register(fastifyWebsocket)
-  app.get(WS_PATH, { websocket: true }, (socket) => echo(socket))
+  app.get(WS_PATH, { websocket: true }, (socket) => opts.parse === true ? echoParsed(socket) : echo(socket))
   await app.listen({ port: 0, host: '127.0.0.1' })
   const addr = app.server.address()
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   return {
     port: addr.port,
-    info: { stack: `fastify ${app.version} + @fastify/websocket ${version('@fastify/websocket')}${opts.cookie === true ? ` + @fastify/cookie ${version('@fastify/cookie')}` : ''}` },
+    info: { stack: `fastify ${app.version} + @fastify/websocket ${version('@fastify/websocket')}${opts.cookie === true ? ` + @fastify/cookie ${version('@fastify/cookie')}` : ''}`, handler: opts.parse === true ? 'JSON.parse, then echo' : 'echo' },
     close: () => app.close()
   }
 }
