@@ -82,18 +82,15 @@ export function parseProtocolHeader (value: string, limits: HeaderLimits = defau
       if (i === len || value.charCodeAt(i) === COMMA) throw new ProtocolHeaderError('empty-element', i)
       throw new ProtocolHeaderError('invalid-character', i)
     }
+    const count = out === undefined ? 0 : out.length
+    if (count === limits.maxCount) throw new ProtocolHeaderError('too-many', start)
     const name = value.slice(start, i)
-    if (out === undefined) {
-      if (limits.maxCount === 0) throw new ProtocolHeaderError('too-many', start)
-      out = [name]
-    } else {
-      if (out.length === limits.maxCount) throw new ProtocolHeaderError('too-many', start)
-      // at most maxCount (32 by default, 256 at most) earlier values: bounded, not quadratic in the input
-      for (let k = 0; k < out.length; k++) {
-        if (out[k] === name) throw new ProtocolHeaderError('duplicate', start)
-      }
-      out.push(name)
+    // at most maxCount (32 by default, 256 at most) earlier values: bounded, not quadratic in the input
+    for (let k = 0; k < count; k++) {
+      if ((out as string[])[k] === name) throw new ProtocolHeaderError('duplicate', start)
     }
+    if (out === undefined) out = [name]
+    else out.push(name)
     while (i < len && isOws(value.charCodeAt(i))) i++
     if (i === len) return out
     if (value.charCodeAt(i) !== COMMA) throw new ProtocolHeaderError('invalid-character', i)
