@@ -24,14 +24,13 @@ export function echo (socket: WebSocket): void {
  */
 export function echoParsed (socket: WebSocket): void {
   socket.on('message', (data: RawData, isBinary: boolean) => {
-    let value: unknown
     try {
-      value = JSON.parse((data as Buffer).toString())
+      JSON.parse((data as Buffer).toString())
     } catch {
       socket.close(1007, 'invalid JSON')
       return
     }
-    if (value !== undefined) socket.send(data, { binary: isBinary })
+    socket.send(data, { binary: isBinary })
   })
 }
 
