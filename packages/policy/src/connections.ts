@@ -80,7 +80,7 @@ type SocketClass = new (...args: any[]) => object
  * connection) and a map transition each. A socket of any other class is patched at attach.
  * Before attach (and after a guard factory threw) both methods behave as the base class's.
  */
-export function trackedSocketClass (Base: SocketClass): SocketClass {
+export function trackedSocketClass (Base: SocketClass, send?: PortcullisSocket['send']): SocketClass {
   const proto = Base.prototype as BaseMethods
   if ((proto as Partial<TrackedSocket>)[kBase] !== undefined) return Base
   class PortcullisWebSocket extends Base {

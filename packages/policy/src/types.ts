@@ -215,8 +215,10 @@ export interface ConnectionGuard {
    * Called for every inbound message before any handler listener sees it. Return a violation to
    * drop the message and close the connection with its code and reason. Optional: a guard that
    * only watches the connection (and closes it itself) has none, and costs no call per message.
+   * `socket` is the connection the message arrived on: a guard that keeps no per-connection
+   * state can then be one object shared by every connection (no object per connection).
    */
-  message?: (data: Buffer | string, isBinary: boolean) => Violation | undefined
+  message?: (data: Buffer | string, isBinary: boolean, socket: PortcullisSocket) => Violation | undefined
   /** Called once when the connection closes. */
   close?: () => void
 }

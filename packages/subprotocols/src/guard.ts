@@ -86,28 +86,47 @@ export class TokenBucket {
 
 /**
  * A stateless inspector a built-in protocol (`json()`) carries beside its `open`: it needs no
- * per-connection object, so the connection's guard calls it directly with itself as the context.
- * Internal (a symbol, not part of the public definition type); `open` stays for anyone who calls it.
+ * per-connection object, so a connection without a rate limit gets no guard object of its own
+ * (the plan's one guard serves every connection). It receives the socket the message arrived
+ * on, for `exposeParsed`. Internal (a symbol, not part of the public definition type); `open`
+ * stays for anyone who calls it.
  */
 export const kInspect = Symbol('portcullis.subprotocols.inspect')
-export type StatelessInspector = (data: Buffer | string, isBinary: boolean, ctx: InspectorContext) => Violation | undefined
+export type StatelessInspector = (data: Buffer | string, isBinary: boolean, socket: PortcullisSocket) => Violation | undefined
 
-/** Where a socket's guard sits, for `parsedMessage` (one slot on the socket, no side table). */
-const kConnection = Symbol('portcullis.subprotocols.connection')
-type Exposing = PortcullisSocket & { [kConnection]?: ProtocolConnection }
+/*
+ * The value an inspector last exposed, with the socket and the message it belongs to: one slot
+ * for the whole process, not one per connection. The core delivers a message to the handler's
+ * listeners synchronously, right after the guards ran, so the slot still holds that message's
+ * value when a listener reads it; the next inspected message (of any connection) replaces it.
+ * Keyed by socket and data object, a read for any other message finds nothing.
+ */
+let exposedSocket: PortcullisSocket | undefined
+let exposedData: unknown
+let exposedValue: unknown
+
+/** Keep `value` as the parsed form of `data`, the message being inspected on `socket`, for `parsedMessage`. */
+export function exposeParsed (socket: PortcullisSocket, data: Buffer | string, value: unknown): void {
+  exposedSocket = socket
+  exposedData = data
+  exposedValue = value
+}
 
 /**
  * The value an inspector parsed from `data` (e.g. the JSON inspector's parsed object), when
  * `data` is the message being delivered on `socket`; otherwise `undefined`. Read it in the
- * handler's `message` listener, synchronously: the next message replaces it.
+ * handler's `message` listener, synchronously: the next inspected message replaces it.
  */
 export function parsedMessage<T = unknown> (socket: PortcullisSocket, data: unknown): T | undefined {
-  const c = (socket as Exposing)[kConnection]
-  return c !== undefined && c.exposedData === data ? c.exposedValue as T : undefined
+  return socket === exposedSocket && data === exposedData ? exposedValue as T : undefined
 }
 
-/** The per-message check of one route and protocol: type, size, rate and content in one function. */
-type Check = (conn: ProtocolConnection, data: Buffer | string, isBinary: boolean) => Violation | undefined
+/**
+ * The per-message check of one route and protocol: type, size, rate and content in one function.
+ * `conn` is the connection's own guard object, which exists only when the plan needs
+ * per-connection state (a token bucket, a stateful inspector).
+ */
+type Check = (data: Buffer | string, isBinary: boolean, socket: PortcullisSocket, conn?: ProtocolConnection) => Violation | undefined
 
 /**
  * Compose the checks a plan needs into ONE function, once, at startup: a check that is off for
@@ -121,26 +140,31 @@ function composeCheck (plan: GuardPlan): Check {
   const maxBytes = plan.limits.maxMessageBytes
   const rated = plan.limits.rate !== undefined
   const inspect = plan.inspect
-  const stateful = inspect === undefined && plan.open !== undefined && plan.protocol !== undefined
-  return function portcullisMessageCheck (conn, data, isBinary) {
+  const stateful = isStateful(plan)
+  return function portcullisMessageCheck (data, isBinary, socket, conn) {
     if (isBinary ? !binary : !text) return isBinary ? Violations.BINARY_NOT_ACCEPTED : Violations.TEXT_NOT_ACCEPTED
     // ws hands a Buffer unless the handler changed binaryType; inspectors always get Buffer or string
     if (typeof data !== 'string' && !Buffer.isBuffer(data)) data = toBuffer(data)
     if (maxBytes !== Infinity && exceeds(data, maxBytes)) return Violations.MESSAGE_TOO_BIG
-    if (rated && !(conn.bucket as TokenBucket).take(performance.now())) return Violations.RATE_LIMITED
+    if (rated && !((conn as ProtocolConnection).bucket as TokenBucket).take(performance.now())) return Violations.RATE_LIMITED
     // an inspector (and an app's hook inside it, e.g. the STOMP ACL) that throws is caught by
     // the core, which closes the connection with 1011 'inspection failed' and logs it
-    if (inspect !== undefined) return inspect(data, isBinary, conn)
+    if (inspect !== undefined) return inspect(data, isBinary, socket)
     if (!stateful) return undefined
-    const v = (conn.inspector as MessageInspector).message(data, isBinary)
+    const v = ((conn as ProtocolConnection).inspector as MessageInspector).message(data, isBinary)
     return v === undefined ? undefined : usable(v)
   }
 }
 
+/** A plan whose inspector is opened per connection (an app's own, or `stomp()`'s). */
+function isStateful (plan: GuardPlan): boolean {
+  return plan.inspect === undefined && plan.open !== undefined && plan.protocol !== undefined
+}
+
 /**
- * Everything one connection of a protocol holds, in one object: the guard the core calls, the
- * inspector's context (`open` receives this object; a stateless inspector is called with it),
- * the token bucket, and the last exposed parse. No closure per connection.
+ * Everything one connection of a protocol holds when its plan needs per-connection state (a
+ * rate limit's token bucket, a stateful inspector), in one object: the guard the core calls and
+ * the inspector's context (`open` receives this object). No closure per connection.
  */
 class ProtocolConnection implements ConnectionGuard, InspectorContext {
   readonly #plan: GuardPlan
@@ -149,8 +173,6 @@ class ProtocolConnection implements ConnectionGuard, InspectorContext {
   readonly log: FastifyBaseLogger
   readonly bucket: TokenBucket | undefined
   inspector: MessageInspector | undefined = undefined
-  exposedData: unknown = undefined
-  exposedValue: unknown = undefined
 
   constructor (plan: GuardPlan, state: PortcullisState, socket: PortcullisSocket, log: FastifyBaseLogger) {
     this.#plan = plan
@@ -171,13 +193,11 @@ class ProtocolConnection implements ConnectionGuard, InspectorContext {
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
     // the plan's composed check (read through the plan: one field fewer per connection)
-    return (this.#plan.check as Check)(this, data, isBinary)
+    return (this.#plan.check as Check)(data, isBinary, this.socket, this)
   }
 
   expose (data: Buffer | string, value: unknown): void {
-    if (this.exposedData === undefined && this.exposedValue === undefined) (this.socket as Exposing)[kConnection] = this
-    this.exposedData = data
-    this.exposedValue = value
+    exposeParsed(this.socket, data, value)
   }
 
   close (): void {
@@ -193,10 +213,20 @@ class ProtocolConnection implements ConnectionGuard, InspectorContext {
   }
 }
 
-/** The guard factory of one route and protocol, built once at startup and shared by its connections. */
+/**
+ * The guard factory of one route and protocol, built once at startup and shared by its
+ * connections. A plan with no per-connection state (no rate limit; no inspector, or a stateless
+ * one) has ONE guard for all its connections: the core hands each message's socket to
+ * `message`, so an idle connection costs this guard nothing (issue 15: 88 B per connection).
+ */
 export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
-  plan.check = composeCheck(plan)
-  const stateful = plan.inspect === undefined && plan.open !== undefined && plan.protocol !== undefined
+  const check = composeCheck(plan)
+  plan.check = check
+  const stateful = isStateful(plan)
+  if (!stateful && plan.limits.rate === undefined) {
+    const shared: ConnectionGuard = Object.freeze({ message: check })
+    return function portcullisSubprotocolGuard () { return shared }
+  }
   return function portcullisSubprotocolGuard ({ state, socket, log }) {
     const conn = new ProtocolConnection(plan, state, socket, log)
     if (stateful) {

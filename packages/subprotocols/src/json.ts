@@ -1,10 +1,10 @@
 import { isUtf8 } from 'node:buffer'
 import { Ajv, type AnySchema, type ValidateFunction } from 'ajv'
 import secureJsonParse from 'secure-json-parse'
-import type { Violation } from '@portcullis/policy'
+import type { PortcullisSocket, Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition, SubprotocolLimits } from './types.js'
 import { PORTCULLIS_SUBPROTOCOL_INVALID_OPTION } from './errors.js'
-import { kInspect, type StatelessInspector } from './guard.js'
+import { exposeParsed, kInspect, type StatelessInspector } from './guard.js'
 
 export interface JsonInspectorOptions {
   /** One JSON Schema every message must match. Give `schema` or `schemas` (or neither: any JSON). */
@@ -91,8 +91,8 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
   const open = (ctx: InspectorContext): MessageInspector => new JsonInspector(check, expose ? ctx : undefined)
   // JSON inspection keeps no per-connection state: the guard calls this directly (no inspector
   // object per connection). Bound to this `open`: a definition that replaces `open` gets its own.
-  const inspect: StatelessInspector = function portcullisInspectJson (data, isBinary, ctx) {
-    return inspectJson(check, expose ? ctx : undefined, data, isBinary)
+  const inspect: StatelessInspector = function portcullisInspectJson (data, isBinary, socket) {
+    return inspectJson(check, undefined, expose ? socket : undefined, data, isBinary)
   }
   return {
     dataTypes: opts.dataTypes ?? 'text',
@@ -131,12 +131,15 @@ class JsonInspector implements MessageInspector {
   }
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
-    return inspectJson(this.#check, this.#ctx, data, isBinary)
+    return inspectJson(this.#check, this.#ctx, undefined, data, isBinary)
   }
 }
 
-/** One message: one parse, checked, and handed to the handler through `expose` (no second parse). */
-function inspectJson (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined, data: Buffer | string, isBinary: boolean): Violation | undefined {
+/**
+ * One message: one parse, checked, and handed to the handler (no second parse): through the
+ * context's `expose` when opened per connection, else kept for `parsedMessage` under `socket`.
+ */
+function inspectJson (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined, socket: PortcullisSocket | undefined, data: Buffer | string, isBinary: boolean): Violation | undefined {
   // JSON text is UTF-8 (RFC 8259 §8.1). `ws` validates text messages (RFC 6455 §8.1), not
   // binary ones: decoding invalid octets would turn them into U+FFFD, so the parsed value would
   // pass while the handler's original bytes say something else. Refuse instead.
@@ -149,6 +152,8 @@ function inspectJson (check: (value: unknown) => Violation | undefined, ctx: Ins
     return (err as Error).message === FORBIDDEN_MESSAGE ? JsonViolations.FORBIDDEN_KEY : JsonViolations.INVALID_JSON
   }
   const v = check(value)
-  if (v === undefined && ctx !== undefined) ctx.expose(data, value)
-  return v
+  if (v !== undefined) return v
+  if (socket !== undefined) exposeParsed(socket, data, value)
+  else if (ctx !== undefined) ctx.expose(data, value)
+  return undefined
 }
