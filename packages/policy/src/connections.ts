@@ -89,7 +89,10 @@ export function trackedSocketClass (Base: SocketClass, send?: PortcullisSocket['
   Object.defineProperties(PortcullisWebSocket.prototype, {
     [kBase]: { value: { emit: proto.emit, close: proto.close } },
     emit: { value: trackedEmit, writable: true, configurable: true },
-    close: { value: trackedClose, writable: true, configurable: true }
+    close: { value: trackedClose, writable: true, configurable: true },
+    // the bounded send (index.ts) on the prototype too: set per socket it was one more slot and
+    // a map transition per handshake
+    ...(send === undefined ? {} : { send: { value: send, writable: true, configurable: true } })
   })
   return PortcullisWebSocket
 }
@@ -382,7 +385,7 @@ function passes (socket: TrackedSocket, entry: Tracked, guard: ConnectionGuard, 
   if (guard.message === undefined) return true
   let v
   try {
-    v = guard.message(data as Buffer | string, isBinary as boolean)
+    v = guard.message(data as Buffer | string, isBinary as boolean, socket)
   } catch (err) {
     entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: message guard failed')
     v = { code: CloseCodes.INTERNAL_ERROR, reason: 'inspection failed' }
