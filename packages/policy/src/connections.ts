@@ -156,7 +156,7 @@ export class ConnectionRegistry {
         for (; k < factories.length; k++) made[k] = factories[k]({ state, socket, log })
       } catch (err) {
         log.error({ err, portcullis: { route } }, 'portcullis: connection guard failed to open; connection closed')
-        closeGuards(made, k, log, route)
+        closeGuards(made, k, socket, log, route)
         if (socket.readyState <= OPEN) socket.close(CloseCodes.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
         return false
       }
@@ -250,8 +250,8 @@ export class ConnectionRegistry {
     }
     const guards = entry.guards
     if (guards !== undefined) {
-      if (Array.isArray(guards)) closeGuards(guards, guards.length, entry.log, entry.scope.route)
-      else closeGuard(guards, entry.log, entry.scope.route)
+      if (Array.isArray(guards)) closeGuards(guards, guards.length, entry.socket, entry.log, entry.scope.route)
+      else closeGuard(guards, entry.socket, entry.log, entry.scope.route)
     }
     // each listener on its own: one that throws neither escapes into the socket's close event
     // nor keeps the others from hearing it
@@ -307,14 +307,14 @@ function isActive (g: ConnectionGuard): boolean {
 }
 
 /** Close each guard on its own: a throwing `close()` (an app's inspector) skips no other. */
-function closeGuards (guards: ConnectionGuard[], n: number, log: FastifyBaseLogger, route: string | undefined): void {
-  for (let i = 0; i < n; i++) closeGuard(guards[i], log, route)
+function closeGuards (guards: ConnectionGuard[], n: number, socket: PortcullisSocket, log: FastifyBaseLogger, route: string | undefined): void {
+  for (let i = 0; i < n; i++) closeGuard(guards[i], socket, log, route)
 }
 
-function closeGuard (g: ConnectionGuard, log: FastifyBaseLogger, route: string | undefined): void {
+function closeGuard (g: ConnectionGuard, socket: PortcullisSocket, log: FastifyBaseLogger, route: string | undefined): void {
   if (g.close === undefined) return
   try {
-    g.close()
+    g.close(socket)
   } catch (err) {
     log.error({ err, portcullis: { route } }, 'portcullis: connection guard close failed')
   }

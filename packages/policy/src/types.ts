@@ -219,8 +219,8 @@ export interface ConnectionGuard {
    * state can then be one object shared by every connection (no object per connection).
    */
   message?: (data: Buffer | string, isBinary: boolean, socket: PortcullisSocket) => Violation | undefined
-  /** Called once when the connection closes. */
-  close?: () => void
+  /** Called once when the connection closes (with its socket, as `message` is). */
+  close?: (socket: PortcullisSocket) => void
 }
 
 export type ConnectionGuardFactory = (info: { state: PortcullisState, socket: PortcullisSocket, log: FastifyBaseLogger }) => ConnectionGuard

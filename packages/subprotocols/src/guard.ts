@@ -113,6 +113,17 @@ export function exposeParsed (socket: PortcullisSocket, data: Buffer | string, v
 }
 
 /**
+ * Drop the slot when it belongs to `socket`, whose connection has closed: the slot must not keep
+ * a closed connection's socket and last message alive until the next inspected message.
+ */
+function forgetExposed (socket: PortcullisSocket): void {
+  if (exposedSocket !== socket) return
+  exposedSocket = undefined
+  exposedData = undefined
+  exposedValue = undefined
+}
+
+/**
  * The value an inspector parsed from `data` (e.g. the JSON inspector's parsed object), when
  * `data` is the message being delivered on `socket`; otherwise `undefined`. Read it in the
  * handler's `message` listener, synchronously: the next inspected message replaces it.
@@ -201,6 +212,7 @@ class ProtocolConnection implements ConnectionGuard, InspectorContext {
   }
 
   close (): void {
+    forgetExposed(this.socket)
     const inspector = this.inspector
     if (inspector?.close === undefined) return
     // app code, run from the connection's close event: a throw must neither escape into the
@@ -224,7 +236,7 @@ export function guardFactory (plan: GuardPlan): ConnectionGuardFactory {
   plan.check = check
   const stateful = isStateful(plan)
   if (!stateful && plan.limits.rate === undefined) {
-    const shared: ConnectionGuard = Object.freeze({ message: check })
+    const shared: ConnectionGuard = Object.freeze({ message: check, close: forgetExposed })
     return function portcullisSubprotocolGuard () { return shared }
   }
   return function portcullisSubprotocolGuard ({ state, socket, log }) {

@@ -174,6 +174,32 @@ t.test('the handler can read the parsed value instead of parsing again', async (
   raw.ws!.close()
 })
 
+t.test('a closed connection\'s parsed value is let go: parsedMessage finds nothing once the socket has closed', async (t) => {
+  const app = await protoApp(t, { protocols: { 'chat.v1': json({ schema: chatSchema }) } })
+  const reads: Array<[string, unknown]> = []
+  let closedAll: () => void
+  const bothClosed = new Promise<void>((resolve) => { closedAll = resolve })
+  app.get('/chat', { websocket: true, wsPolicy: { protocols: ['chat.v1'] } }, (socket) => {
+    let last: Buffer | undefined
+    socket.on('message', (data: Buffer) => {
+      last = data
+      reads.push(['message', parsedMessage<{ text: string }>(socket, data)?.text ?? null])
+      socket.send('ok')
+    })
+    socket.on('close', () => {
+      reads.push(['close', parsedMessage(socket, last) ?? null])
+      closedAll()
+    })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/chat`, { protocols: ['chat.v1'] })
+  r.ws!.send('{"text":"last words"}')
+  await nextMessages(r.ws!)
+  r.ws!.close()
+  await bothClosed
+  t.same(reads, [['message', 'last words'], ['close', null]], 'read while delivered, gone after the close')
+})
+
 t.test('a custom Ajv instance is used to compile, once, at startup', async (t) => {
   const ajv = new Ajv({ strict: true })
   let compiled = 0
