@@ -12,6 +12,7 @@ import { ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from 
 import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
+import { upgradedReplyRelease } from './upgraded-reply.js'
 import { CloseCodes } from './close-codes.js'
 import {
   PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_DUPLICATE_POLICY, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
@@ -278,6 +279,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
 
   /** Upgrades waiting for an async stage's answer (answered at shutdown). */
   const pendingUpgrades = new Set<FastifyReply>()
+  /** Drops what an admitted upgrade's reply, kept for the connection's life, need not hold. */
+  const releaseUpgradedReply = upgradedReplyRelease()
 
   function guardUpgrade (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     // A plain GET to a WebSocket route: @fastify/websocket answers 404, no policy needed.
@@ -316,6 +319,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     request.portcullis = { transport: 'websocket', state: decision.state }
     // set only when a protocol was chosen, i.e. offered: ws then always asks (and we delete it)
     if (decision.state.protocol !== undefined) chosenProtocols.set(request.raw, decision.state.protocol)
+    releaseUpgradedReply(reply)
     done()
   }
 
