@@ -1,5 +1,6 @@
+import { inspect } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
-import type { ConnectionGuard, ConnectionGuardFactory, PortcullisSocket, PortcullisState, Transport } from './types.js'
+import type { ConnectionGuard, ConnectionGuardFactory, PortcullisRequestState, PortcullisSocket, PortcullisState, Transport } from './types.js'
 import { CloseCodes } from './close-codes.js'
 
 /**
@@ -7,28 +8,62 @@ import { CloseCodes } from './close-codes.js'
  * the tracked `emit` are shared functions that find their record through `this`, so a
  * connection costs one object and a few slots, not a set of closures (idle memory matters at
  * thousands of sockets).
+ *
+ * On the WebSocket door it is also the handshake's `request.portcullis` (its `transport` and
+ * `state`, all the handler is told): the request lives as long as the connection, so one object
+ * serves both. It is a node of the registry's two lists (every connection; the connections of
+ * its session), so indexing a connection allocates nothing: a `Set` per session was a hash
+ * table per connection in an app whose users each open one.
  */
-interface Tracked {
-  socket: PortcullisSocket
+export class ConnectionRecord implements PortcullisRequestState {
+  transport: Transport
   state: PortcullisState
+  socket: PortcullisSocket | undefined = undefined
   /** The registry, route and transport: shared by every connection of the route on that door. */
-  scope: Scope
-  sessionId: string | undefined
-  identityId: string | undefined
-  /** The code and reason Portcullis or the handler closed with first (a peer may echo another, or none). */
-  sent: { code: number, reason: string } | undefined
+  scope: Scope | undefined = undefined
+  sessionId: string | undefined = undefined
+  identityId: string | undefined = undefined
   /**
    * The connection's guards, composed at attach: none (`undefined`), the one guard itself (the
    * common case: no array, one call per message), or the list in stage order. A guard that
    * neither checks messages nor closes (a shared pass-through) is not kept.
    */
-  guards: ConnectionGuard | ConnectionGuard[] | undefined
-  /** VIOLATED and FAILED (one small integer, not two fields: it is per connection). */
-  flags: number
+  guards: ConnectionGuard | ConnectionGuard[] | undefined = undefined
+  /** ATTACHED, VIOLATED and FAILED (one small integer, not three fields: it is per connection). */
+  flags = 0
+  /** What is rarely set: the first close sent, the last error the socket emitted (one slot for both). */
+  rare: Rare | undefined = undefined
+  log: FastifyBaseLogger | undefined = undefined
+  /** The registry's list of every connection, and the list of this connection's session. */
+  prev: ConnectionRecord | undefined = undefined
+  next: ConnectionRecord | undefined = undefined
+  prevOfSession: ConnectionRecord | undefined = undefined
+  nextOfSession: ConnectionRecord | undefined = undefined
+
+  constructor (transport: Transport, state: PortcullisState) {
+    this.transport = transport
+    this.state = state
+  }
+
+  /** What an app that logs `request.portcullis` sees: the decision, not the registry's links. */
+  toJSON (): PortcullisRequestState {
+    return { transport: this.transport, state: this.state }
+  }
+
+  [inspect.custom] (): PortcullisRequestState {
+    return this.toJSON()
+  }
+}
+
+interface Rare {
+  /** The code and reason Portcullis or the handler closed with first (a peer may echo another, or none). */
+  sent: { code: number, reason: string } | undefined
   /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
   emittedError: unknown
-  log: FastifyBaseLogger
 }
+
+/** A record of an attached connection: every slot attach fills is set. */
+type Tracked = ConnectionRecord & { socket: PortcullisSocket, scope: Scope, log: FastifyBaseLogger }
 
 interface Scope {
   readonly registry: ConnectionRegistry
@@ -36,6 +71,8 @@ interface Scope {
   readonly transport: Transport
 }
 
+/** In the registry's lists (attach succeeded, not yet released). */
+const ATTACHED = 4
 /** A guard refused a message or a listener threw: the connection is closing, nothing more is delivered. */
 const VIOLATED = 1
 /** Application code failed (logged once). */
@@ -107,8 +144,11 @@ export const INTERNAL_ERROR_REASON = 'internal error'
  * per-identity limits). One registry, so `closeSession` reaches WebSocket and long-poll alike.
  */
 export class ConnectionRegistry {
-  readonly #all = new Set<Tracked>()
-  readonly #bySession = new Map<string, Set<Tracked>>()
+  /** Every attached connection: a list through the records (`prev`/`next`), newest first. */
+  #head: Tracked | undefined = undefined
+  #size = 0
+  /** The newest connection of each session; the rest hang off it (`prevOfSession`/`nextOfSession`). */
+  readonly #bySession = new Map<string, Tracked>()
   readonly #perIdentity = new Map<string, number>()
   readonly #closeListeners: Array<(state: PortcullisState) => void> = []
   readonly #scopes = new Map<Transport, Map<string | undefined, Scope>>()
@@ -120,7 +160,7 @@ export class ConnectionRegistry {
   }
 
   get size (): number {
-    return this.#all.size
+    return this.#size
   }
 
   onClose (fn: (state: PortcullisState) => void): void {
@@ -130,7 +170,7 @@ export class ConnectionRegistry {
   /** Open connections per transport (for `stats()`). */
   byTransport (): Partial<Record<Transport, number>> {
     const out: Partial<Record<Transport, number>> = {}
-    for (const e of this.#all) out[e.scope.transport] = (out[e.scope.transport] ?? 0) + 1
+    for (let e = this.#head; e !== undefined; e = e.next as Tracked | undefined) out[e.scope.transport] = (out[e.scope.transport] ?? 0) + 1
     return out
   }
 
@@ -144,8 +184,10 @@ export class ConnectionRegistry {
    * session index, so a per-identity limit cannot lock the user out), the connection is closed
    * with 1011 and `false` is returned — the caller must not run the handler. Every attached
    * socket gets the tracked `emit`, so a throwing `message` or `close` listener is contained.
+   * `record` is the handshake's `request.portcullis` (the WebSocket door), filled in rather than
+   * a second object made.
    */
-  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string, transport: Transport = 'websocket'): boolean {
+  attach (socket: PortcullisSocket, state: PortcullisState, log: FastifyBaseLogger, route?: string, transport: Transport = 'websocket', record?: ConnectionRecord): boolean {
     let guards: ConnectionGuard | ConnectionGuard[] | undefined
     const factories = state.guards
     if (factories !== undefined && factories.length > 0) {
@@ -165,9 +207,14 @@ export class ConnectionRegistry {
       // lives as long as the connection) keeps no list of them
       state.guards = undefined
     }
-    const sessionId = state.identity?.sessionId
-    const identityId = state.identity?.id
-    const entry: Tracked = { socket, state, scope: this.#scope(route, transport), sessionId, identityId, sent: undefined, guards, flags: 0, emittedError: undefined, log }
+    // a record is attached once (a second attach of the same handshake gets its own)
+    const entry = (record !== undefined && record.state === state && record.socket === undefined ? record : new ConnectionRecord(transport, state)) as Tracked
+    entry.socket = socket
+    entry.scope = this.#scope(route, transport)
+    entry.sessionId = state.identity?.sessionId
+    entry.identityId = state.identity?.id
+    entry.guards = guards
+    entry.log = log
     // a socket of the tracked class has both on its prototype (no own properties to add)
     if (socket.emit !== trackedEmit) {
       ;(socket as TrackedSocket)[kBase] = { emit: socket.emit, close: socket.close }
@@ -181,14 +228,53 @@ export class ConnectionRegistry {
     // `on`, not `once`: both sockets emit close once, and `once` would allocate a wrapper.
     if (transport !== 'websocket') socket.on('close', onTrackedClose)
     // indexed last, once nothing above can fail
-    this.#all.add(entry)
+    this.#link(entry)
+    this.#observer?.opened(route, transport)
+    return true
+  }
+
+  #link (entry: Tracked): void {
+    entry.flags |= ATTACHED
+    const head = this.#head
+    entry.next = head
+    if (head !== undefined) head.prev = entry
+    this.#head = entry
+    this.#size++
+    const { sessionId, identityId } = entry
     if (sessionId !== undefined) {
-      let set = this.#bySession.get(sessionId)
-      if (set === undefined) this.#bySession.set(sessionId, (set = new Set()))
-      set.add(entry)
+      const first = this.#bySession.get(sessionId)
+      entry.nextOfSession = first
+      if (first !== undefined) first.prevOfSession = entry
+      this.#bySession.set(sessionId, entry)
     }
     if (identityId !== undefined) this.#perIdentity.set(identityId, (this.#perIdentity.get(identityId) ?? 0) + 1)
-    this.#observer?.opened(route, transport)
+  }
+
+  /** Out of both lists and the identity count; false when it was not in them (released already). */
+  #unlink (entry: Tracked): boolean {
+    if ((entry.flags & ATTACHED) === 0) return false
+    entry.flags &= ~ATTACHED
+    const { prev, next } = entry
+    if (prev !== undefined) prev.next = next
+    else this.#head = next as Tracked | undefined
+    if (next !== undefined) next.prev = prev
+    entry.prev = entry.next = undefined
+    this.#size--
+    const { sessionId, identityId } = entry
+    if (sessionId !== undefined) {
+      const before = entry.prevOfSession
+      const after = entry.nextOfSession
+      if (before !== undefined) before.nextOfSession = after
+      else if (after !== undefined) this.#bySession.set(sessionId, after as Tracked)
+      else this.#bySession.delete(sessionId)
+      if (after !== undefined) after.prevOfSession = before
+      entry.prevOfSession = entry.nextOfSession = undefined
+    }
+    if (identityId !== undefined) {
+      const n = (this.#perIdentity.get(identityId) ?? 1) - 1
+      if (n <= 0) this.#perIdentity.delete(identityId)
+      else this.#perIdentity.set(identityId, n)
+    }
     return true
   }
 
@@ -207,7 +293,7 @@ export class ConnectionRegistry {
    */
   emittedError (socket: PortcullisSocket, error: unknown): boolean {
     const entry = (socket as TrackedSocket)[kTracked]
-    return entry !== undefined && entry.emittedError === error
+    return entry !== undefined && entry.rare !== undefined && entry.rare.emittedError === error
   }
 
   /** Application code of this connection failed: log once at error with the route, close with 1011. */
@@ -223,10 +309,10 @@ export class ConnectionRegistry {
 
   /** Forget a closed connection (called once, from its close event with the socket's code and reason). */
   release (entry: Tracked, code: unknown, reason: unknown): void {
-    if (!this.#all.delete(entry)) return
+    if (!this.#unlink(entry)) return
     if (this.#observer !== undefined) {
       // what the server side chose wins over what the peer echoed (or failed to: 1006)
-      const sent = entry.sent
+      const sent = entry.rare?.sent
       const closeCode = sent?.code ?? (typeof code === 'number' ? code : 1005)
       const closeReason = sent?.reason ?? (reason === undefined ? '' : String(reason))
       try {
@@ -234,19 +320,6 @@ export class ConnectionRegistry {
       } catch (err) {
         entry.log.error({ err }, 'portcullis: close telemetry failed')
       }
-    }
-    const { sessionId, identityId } = entry
-    if (sessionId !== undefined) {
-      const set = this.#bySession.get(sessionId)
-      if (set !== undefined) {
-        set.delete(entry)
-        if (set.size === 0) this.#bySession.delete(sessionId)
-      }
-    }
-    if (identityId !== undefined) {
-      const n = (this.#perIdentity.get(identityId) ?? 1) - 1
-      if (n <= 0) this.#perIdentity.delete(identityId)
-      else this.#perIdentity.set(identityId, n)
     }
     const guards = entry.guards
     if (guards !== undefined) {
@@ -265,10 +338,11 @@ export class ConnectionRegistry {
   }
 
   closeSession (sessionId: string, code: number, reason: string): number {
-    const set = this.#bySession.get(sessionId)
-    if (set === undefined) return 0
+    // a copy first: a close may release (and unlink) synchronously
+    const list: Tracked[] = []
+    for (let e = this.#bySession.get(sessionId); e !== undefined; e = e.nextOfSession as Tracked | undefined) list.push(e)
     let n = 0
-    for (const entry of [...set]) {
+    for (const entry of list) {
       if (entry.socket.readyState <= OPEN) {
         entry.socket.close(code, reason)
         n++
@@ -279,7 +353,9 @@ export class ConnectionRegistry {
 
   /** Close everything (server shutdown): 1001 Going Away on both doors (RFC 6455 §7.4.1). */
   closeAll (reason = 'server shutting down'): void {
-    for (const entry of [...this.#all]) {
+    const list: Tracked[] = []
+    for (let e = this.#head; e !== undefined; e = e.next as Tracked | undefined) list.push(e)
+    for (const entry of list) {
       if (entry.socket.readyState <= OPEN) entry.socket.close(CloseCodes.GOING_AWAY, reason)
     }
   }
@@ -329,8 +405,10 @@ function onTrackedClose (this: TrackedSocket, code: unknown, reason: unknown): v
 function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buffer): void {
   const entry = this[kTracked]
   if (entry === undefined) return (this[kBase] as BaseMethods).close.call(this, code, reason)
-  if (entry.sent === undefined && this.readyState <= OPEN) {
-    entry.sent = { code: code ?? 1005, reason: reason === undefined ? '' : String(reason) }
+  if (entry.rare?.sent === undefined && this.readyState <= OPEN) {
+    const sent = { code: code ?? 1005, reason: reason === undefined ? '' : String(reason) }
+    if (entry.rare === undefined) entry.rare = { sent, emittedError: undefined }
+    else entry.rare.sent = sent
   }
   ;(this[kBase] as BaseMethods).close.call(this, code, reason)
 }
@@ -376,7 +454,10 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
     entry.scope.registry.release(entry, data, isBinary)
     return emitEach(this, entry, data, isBinary)
   }
-  if (event === 'error') entry.emittedError = data
+  if (event === 'error') {
+    if (entry.rare === undefined) entry.rare = { sent: undefined, emittedError: data }
+    else entry.rare.emittedError = data
+  }
   return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
 }
 

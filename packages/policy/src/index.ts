@@ -8,7 +8,7 @@ import type {
   PortcullisRoutePolicy, PortcullisSocket, PortcullisStats, ProtectedRoute, RouteDescription, Transport
 } from './types.js'
 import { Pipeline, type CompiledRoute } from './pipeline.js'
-import { ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from './connections.js'
+import { ConnectionRecord, ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from './connections.js'
 import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
@@ -213,7 +213,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     routeOptions.handler = function portcullisWebSocketHandler (this: FastifyInstance, socket: WebSocket, request: FastifyRequest) {
       const decided = request.portcullis
       // a guard factory that throws: closed with 1011, nothing indexed, the handler never runs
-      if (decided !== null && !connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log, route.url)) return
+      // the decision is the connection's record too (one object per connection, not two)
+      if (decided !== null && !connections.attach(socket as unknown as PortcullisSocket, decided.state, request.log, route.url, 'websocket', decided instanceof ConnectionRecord ? decided : undefined)) return
       // a socket of the tracked class has it on its prototype already
       if (sendWithBound !== undefined && socket.send !== sendWithBound) socket.send = sendWithBound
       return appHandler.call(this, socket as unknown as PortcullisSocket, request)
@@ -316,7 +317,8 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
       replyDenial(reply, decision.denial)
       return
     }
-    request.portcullis = { transport: 'websocket', state: decision.state }
+    // { transport, state } for the handler, and the connection's record once it opens
+    request.portcullis = new ConnectionRecord('websocket', decision.state)
     // set only when a protocol was chosen, i.e. offered: ws then always asks (and we delete it)
     if (decision.state.protocol !== undefined) chosenProtocols.set(request.raw, decision.state.protocol)
     releaseUpgradedReply(reply)

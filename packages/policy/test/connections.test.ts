@@ -82,6 +82,31 @@ t.test('closeSession closes every live connection of that session and no other',
   b.ws!.close()
 })
 
+t.test('the session index stays right whichever of a session\'s connections closes first', async (t) => {
+  const { app, ws } = await guardedApp(t)
+  const a = [await wsOpen(`${ws}/ws?s=a`), await wsOpen(`${ws}/ws?s=a`), await wsOpen(`${ws}/ws?s=a`), await wsOpen(`${ws}/ws?s=a`)].map((r) => r.ws!)
+  const b = [await wsOpen(`${ws}/ws?s=b`), await wsOpen(`${ws}/ws?s=b`)].map((r) => r.ws!)
+  t.equal(app.wsPolicy.stats().connections, 6)
+  // a middle one, the newest, the oldest: each unlinks from the middle and both ends of the lists
+  for (const [i, left] of [[1, 3], [3, 2], [0, 1]] as const) {
+    a[i].close()
+    await waitFor(() => app.wsPolicy.connectionsOf('user-a') === left, 2000, `a${i} released`)
+    t.equal(app.wsPolicy.stats().connections, left + 2, `${left} of a and both of b are counted`)
+  }
+  const last = closed(a[2])
+  t.equal(app.wsPolicy.closeSession('s-a', CloseCodes.SESSION_REVOKED, 'session revoked'), 1, 'revocation finds the one left')
+  t.same(await last, { code: 4001, reason: 'session revoked' })
+  await waitFor(() => app.wsPolicy.connectionsOf('user-a') === 0, 2000, 'a released')
+  t.equal(app.wsPolicy.closeSession('s-a', 4001, 'again'), 0, 'the session is gone from the index')
+  b[0].close()
+  await waitFor(() => app.wsPolicy.connectionsOf('user-b') === 1, 2000, 'b0 released')
+  const lastB = closed(b[1])
+  t.equal(app.wsPolicy.closeSession('s-b', CloseCodes.SESSION_REVOKED, 'session revoked'), 1)
+  t.same(await lastB, { code: 4001, reason: 'session revoked' })
+  await waitFor(() => app.wsPolicy.stats().connections === 0, 2000, 'all released')
+  t.same(app.wsPolicy.stats().connectionsByTransport, {})
+})
+
 t.test('onConnectionClose listeners hear every closed connection and stats go back to zero', async (t) => {
   const { app, ws } = await guardedApp(t)
   const heard: string[] = []

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { inspect } from 'node:util'
 import { coreApp } from './helpers.js'
 import { listen, wsOpen, rawUpgrade, nextMessages } from '../../../test/helpers/index.js'
 
@@ -13,7 +14,12 @@ t.test('an allowed origin gets a 101 and the handler sees the decision', async (
   const r = await wsOpen(`${ws}/ws`, { origin: 'https://app.example.com' })
   t.ok(r.ws, 'opened')
   t.same(await nextMessages(r.ws!), ['hello'])
-  t.same(seen, { transport: 'websocket', state: {} })
+  const decision = seen as { transport: unknown, state: unknown }
+  t.equal(decision.transport, 'websocket')
+  t.same(decision.state, {})
+  // it is the connection's record too: what an app logs of it is the decision, no socket or logger
+  t.same(JSON.parse(JSON.stringify(seen)), { transport: 'websocket', state: {} }, 'JSON (and so pino) sees the decision only')
+  t.equal(inspect(seen), "{ transport: 'websocket', state: {} }", 'so does util.inspect (console.log)')
   r.ws!.close()
 })
 
