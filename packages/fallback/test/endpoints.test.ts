@@ -2,6 +2,7 @@ import t from 'tap'
 import type { FastifyRequest } from 'fastify'
 import type { PortcullisSocket } from '@portcullis/policy'
 import { APP_ORIGIN, Inbox, LpClient, lpApp, start, http } from './helpers.js'
+import { rawUpgrade } from '../../../test/helpers/index.js'
 
 t.test('the same handler serves the long-poll twin: open, welcome, echo text and binary, close', async (t) => {
   const app = await lpApp(t)
@@ -155,4 +156,19 @@ t.test('invalid plugin options throw a named error', async (t) => {
     await t.rejects(async () => { await app.register(fallback, opts as never); await app.ready() }, { code: 'PORTCULLIS_FALLBACK_INVALID_OPTION', message: re })
     await app.close().catch(() => {})
   }
+})
+
+t.test('a WebSocket upgrade sent to a long-poll endpoint is refused with 400 and never upgraded', async (t) => {
+  const app = await lpApp(t)
+  app.get('/chat', { websocket: true, wsPolicy: { fallback: true, lpIdentity: true, lpProtocols: ['chat.v1'] } }, (socket) => { socket.send('welcome') })
+  const port = await start(app)
+  for (const path of ['/chat/_lp/poll', '/chat/_lp/stream']) {
+    const r = await rawUpgrade(port, path, { Origin: APP_ORIGIN, Cookie: 'auth=alice.s1', 'Sec-WebSocket-Protocol': 'chat.v1' })
+    t.equal(r.status, 400, `${path}: 400`)
+    t.match(r.body, /PORTCULLIS_NOT_A_WEBSOCKET_ROUTE/, `${path}: the stable code`)
+    t.notOk(r.raw.includes(' 101 '), `${path}: no 101`)
+  }
+  // the WebSocket route itself still upgrades
+  const ok = await rawUpgrade(port, '/chat', { Origin: APP_ORIGIN, Cookie: 'auth=alice.s1', 'Sec-WebSocket-Protocol': 'chat.v1' })
+  t.equal(ok.status, 101)
 })

@@ -56,8 +56,12 @@ export class ConnectionRecord implements PortcullisRequestState {
 }
 
 interface Rare {
-  /** The code and reason Portcullis or the handler closed with first (a peer may echo another, or none). */
-  sent: { code: number, reason: string } | undefined
+  /**
+   * The code and reason Portcullis or the handler closed with first (a peer may echo another, or
+   * none); `sentCode` is undefined until then.
+   */
+  sentCode: number | undefined
+  sentReason: string
   /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
   emittedError: unknown
 }
@@ -193,9 +197,11 @@ export class ConnectionRegistry {
     if (factories !== undefined && factories.length > 0) {
       // exact size: pushing onto [] would allocate a 17-slot store on every handshake
       const made = new Array<ConnectionGuard>(factories.length)
+      // one argument object for every factory of the connection, not one each
+      const info = { state, socket, log }
       let k = 0
       try {
-        for (; k < factories.length; k++) made[k] = factories[k]({ state, socket, log })
+        for (; k < factories.length; k++) made[k] = factories[k](info)
       } catch (err) {
         log.error({ err, portcullis: { route } }, 'portcullis: connection guard failed to open; connection closed')
         closeGuards(made, k, socket, log, route)
@@ -312,9 +318,10 @@ export class ConnectionRegistry {
     if (!this.#unlink(entry)) return
     if (this.#observer !== undefined) {
       // what the server side chose wins over what the peer echoed (or failed to: 1006)
-      const sent = entry.rare?.sent
-      const closeCode = sent?.code ?? (typeof code === 'number' ? code : 1005)
-      const closeReason = sent?.reason ?? (reason === undefined ? '' : String(reason))
+      const rare = entry.rare
+      const sent = rare !== undefined && rare.sentCode !== undefined
+      const closeCode = sent ? rare.sentCode as number : typeof code === 'number' ? code : 1005
+      const closeReason = sent ? rare.sentReason : reason === undefined ? '' : String(reason)
       try {
         this.#observer.closed(entry.scope.route, entry.scope.transport, closeCode, closeReason)
       } catch (err) {
@@ -405,10 +412,15 @@ function onTrackedClose (this: TrackedSocket, code: unknown, reason: unknown): v
 function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buffer): void {
   const entry = this[kTracked]
   if (entry === undefined) return (this[kBase] as BaseMethods).close.call(this, code, reason)
-  if (entry.rare?.sent === undefined && this.readyState <= OPEN) {
-    const sent = { code: code ?? 1005, reason: reason === undefined ? '' : String(reason) }
-    if (entry.rare === undefined) entry.rare = { sent, emittedError: undefined }
-    else entry.rare.sent = sent
+  const rare = entry.rare
+  if ((rare === undefined || rare.sentCode === undefined) && this.readyState <= OPEN) {
+    const sentCode = code ?? 1005
+    const sentReason = reason === undefined ? '' : String(reason)
+    if (rare === undefined) entry.rare = { sentCode, sentReason, emittedError: undefined }
+    else {
+      rare.sentCode = sentCode
+      rare.sentReason = sentReason
+    }
   }
   ;(this[kBase] as BaseMethods).close.call(this, code, reason)
 }
@@ -455,7 +467,7 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
     return emitEach(this, entry, data, isBinary)
   }
   if (event === 'error') {
-    if (entry.rare === undefined) entry.rare = { sent: undefined, emittedError: data }
+    if (entry.rare === undefined) entry.rare = { sentCode: undefined, sentReason: '', emittedError: data }
     else entry.rare.emittedError = data
   }
   return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])
@@ -505,20 +517,33 @@ function callMessageListener (socket: TrackedSocket, entry: Tracked, fn: Message
   }
 }
 
-/** Emit `close` to each listener in turn, containing each (runs once per connection). */
+/**
+ * Emit `close` to each listener in turn, containing each (runs once per connection). Reads
+ * `_events` as `deliverMessage` does: the one-listener case needs no copy of the list. A `once`
+ * wrapper removes itself when called, as EventEmitter's own emit would.
+ */
 function emitEach (socket: TrackedSocket, entry: Tracked, code: unknown, reason: unknown): boolean {
-  const listeners = socket.rawListeners('close')
-  for (const fn of listeners) {
-    // a `once` wrapper removes itself when called, as EventEmitter's own emit would
-    try {
-      const r: unknown = fn.call(socket, code, reason)
-      // an async close listener's rejection is contained too, not left unhandled
-      if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
-        (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed') })
-      }
-    } catch (err) {
-      entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed')
-    }
+  const listeners = (socket as unknown as { _events?: Record<string | symbol, unknown> })._events?.close
+  if (listeners === undefined) return false
+  if (typeof listeners === 'function') {
+    callCloseListener(socket, entry, listeners as CloseListener, code, reason)
+    return true
   }
-  return listeners.length > 0
+  const list = (listeners as CloseListener[]).slice()
+  for (let i = 0; i < list.length; i++) callCloseListener(socket, entry, list[i], code, reason)
+  return true
+}
+
+type CloseListener = (this: PortcullisSocket, code: unknown, reason: unknown) => unknown
+
+function callCloseListener (socket: TrackedSocket, entry: Tracked, fn: CloseListener, code: unknown, reason: unknown): void {
+  try {
+    const r = fn.call(socket, code, reason)
+    // an async close listener's rejection is contained too, not left unhandled
+    if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+      (r as Promise<unknown>).then(undefined, (err: unknown) => { entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed') })
+    }
+  } catch (err) {
+    entry.log.error({ err, portcullis: { route: entry.scope.route } }, 'portcullis: close listener failed')
+  }
 }
