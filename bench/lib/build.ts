@@ -10,7 +10,7 @@
  * importing file, so pnpm's strict layout (a package sees only its own dependencies) still holds.
  */
 import { build, type Plugin } from 'esbuild'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -44,6 +44,8 @@ export async function buildBench (): Promise<Built> {
 /** Compile entry points of bench/ (name → file relative to bench/) to `.mjs` files in a temp dir. */
 export async function buildEntries (entries: Record<string, string>): Promise<Record<string, string>> {
   const outdir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
+  // the compiled files serve this run only (its children are gone by the time it exits)
+  process.once('exit', () => rmSync(outdir, { recursive: true, force: true }))
   await build({
     entryPoints: Object.fromEntries(Object.entries(entries).map(([name, file]) => [name, join(benchDir, file)])),
     outdir,
