@@ -19,7 +19,7 @@ export class ConnectionRecord implements PortcullisRequestState {
   transport: Transport
   state: PortcullisState
   socket: PortcullisSocket | undefined = undefined
-  /** The registry, route and transport: shared by every connection of the route on that door. */
+  /** The registry and route: shared by every connection of the route. */
   scope: Scope | undefined = undefined
   sessionId: string | undefined = undefined
   identityId: string | undefined = undefined
@@ -72,7 +72,6 @@ type Tracked = ConnectionRecord & { socket: PortcullisSocket, scope: Scope, log:
 interface Scope {
   readonly registry: ConnectionRegistry
   readonly route: string | undefined
-  readonly transport: Transport
 }
 
 /** In the registry's lists (attach succeeded, not yet released). */
@@ -155,7 +154,7 @@ export class ConnectionRegistry {
   readonly #bySession = new Map<string, Tracked>()
   readonly #perIdentity = new Map<string, number>()
   readonly #closeListeners: Array<(state: PortcullisState) => void> = []
-  readonly #scopes = new Map<Transport, Map<string | undefined, Scope>>()
+  readonly #scopes = new Map<string | undefined, Scope>()
   /** Telemetry: told of every attached connection and of its close (code, reason, route, transport). */
   readonly #observer: ConnectionObserver | undefined
 
@@ -174,7 +173,7 @@ export class ConnectionRegistry {
   /** Open connections per transport (for `stats()`). */
   byTransport (): Partial<Record<Transport, number>> {
     const out: Partial<Record<Transport, number>> = {}
-    for (let e = this.#head; e !== undefined; e = e.next as Tracked | undefined) out[e.scope.transport] = (out[e.scope.transport] ?? 0) + 1
+    for (let e = this.#head; e !== undefined; e = e.next as Tracked | undefined) out[e.transport] = (out[e.transport] ?? 0) + 1
     return out
   }
 
@@ -214,9 +213,9 @@ export class ConnectionRegistry {
       state.guards = undefined
     }
     // a record is attached once (a second attach of the same handshake gets its own)
-    const entry = (record !== undefined && record.state === state && record.socket === undefined ? record : new ConnectionRecord(transport, state)) as Tracked
+    const entry = (record !== undefined && record.state === state && record.transport === transport && record.socket === undefined ? record : new ConnectionRecord(transport, state)) as Tracked
     entry.socket = socket
-    entry.scope = this.#scope(route, transport)
+    entry.scope = this.#scope(route)
     entry.sessionId = state.identity?.sessionId
     entry.identityId = state.identity?.id
     entry.guards = guards
@@ -284,11 +283,9 @@ export class ConnectionRegistry {
     return true
   }
 
-  #scope (route: string | undefined, transport: Transport): Scope {
-    let byRoute = this.#scopes.get(transport)
-    if (byRoute === undefined) this.#scopes.set(transport, (byRoute = new Map()))
-    let scope = byRoute.get(route)
-    if (scope === undefined) byRoute.set(route, (scope = Object.freeze({ registry: this, route, transport })))
+  #scope (route: string | undefined): Scope {
+    let scope = this.#scopes.get(route)
+    if (scope === undefined) this.#scopes.set(route, (scope = Object.freeze({ registry: this, route })))
     return scope
   }
 
@@ -323,7 +320,7 @@ export class ConnectionRegistry {
       const closeCode = sent ? rare.sentCode as number : typeof code === 'number' ? code : 1005
       const closeReason = sent ? rare.sentReason : reason === undefined ? '' : String(reason)
       try {
-        this.#observer.closed(entry.scope.route, entry.scope.transport, closeCode, closeReason)
+        this.#observer.closed(entry.scope.route, entry.transport, closeCode, closeReason)
       } catch (err) {
         entry.log.error({ err }, 'portcullis: close telemetry failed')
       }
