@@ -51,10 +51,11 @@ t.test('cookieValues finds exactly what parseCookieHeader keeps under that name,
     hostileString(400),
     fc.string({ unit: 'binary', maxLength: 200 }),
     // browser-shaped headers whose names repeat, with padding and quotes around some pairs
-    fc.array(fc.tuple(fc.constantFrom('sid', 'a', 'sid ', ' sid', 'sidx', 'xsid'), cookieValue, fc.constantFrom('', ' ', '\t', '"')), { maxLength: 12 })
+    fc.array(fc.tuple(fc.constantFrom('sid', 'a', 'sid ', ' sid', 'sidx', 'xsid', 'a=sid', 'sid=a'), cookieValue, fc.constantFrom('', ' ', '\t', '"')), { maxLength: 12 })
       .map(ps => ps.map(([n, v, pad]) => pad === '"' ? `${n}="${v}"` : `${pad}${n}${pad}=${pad}${v}${pad}`).join(';'))
   )
-  fc.assert(fc.property(header, fc.constantFrom('sid', 'a', 'x', 'sid x'), (h, name) => {
+  // names no pair can have (with '=' or ';', or OWS at an end) find nothing, as in the parse
+  fc.assert(fc.property(header, fc.constantFrom('sid', 'a', 'x', 'sid x', 'a=sid', 'sid=a', 'sid;', ' sid', 'sid\t', ''), (h, name) => {
     const want = parseCookieHeader(h).get(name)
     const got = cookieValues(h, name)
     if (want === undefined) return got === undefined
@@ -63,6 +64,8 @@ t.test('cookieValues finds exactly what parseCookieHeader keeps under that name,
   t.equal(cookieValues('a=1; sid=x; b=2; sid="y"', 'sid')?.join(','), 'x,y', 'a second cookie with the name is kept (tossing)')
   t.equal(cookieValues('a=1; b=2', 'sid'), undefined, 'no cookie with the name')
   t.equal(cookieValues(undefined, 'sid'), undefined, 'no header')
+  t.equal(cookieValues('a=x sid=1; b=sid=2;sid\t =3', 'sid')?.join(','), '3', 'the name inside another pair\'s value is not a cookie')
+  t.equal(cookieValues('a=b=c', 'a=b'), undefined, 'a name with "=" is never a cookie\'s name')
 })
 
 t.test('parseCookieHeader stops at maxPairs whatever follows', async (t) => {

@@ -25,21 +25,65 @@ export function parseCookieHeader (header: string | undefined, maxPairs = Infini
 
 /**
  * Every value sent under cookie `name`, in order, or `undefined` when there is none — exactly
- * `parseCookieHeader(header).get(name)`, found by the same scan without building a string or a
- * map entry for any other cookie (a browser sends all of its cookies for the host on every
- * handshake; the session stage wants one). All of the header is still read, so a second cookie
- * with the name (tossing) is seen wherever it sits.
+ * `parseCookieHeader(header).get(name)`, found without building a string or a map entry for any
+ * other cookie (a browser sends all of its cookies for the host on every handshake; the session
+ * stage wants one). All of the header is still searched, so a second cookie with the name
+ * (tossing) is seen wherever it sits.
+ *
+ * The search is `indexOf` for the name, not a walk over every pair: an occurrence is a cookie
+ * of that name when only separators and OWS stand between it and the header's start or a `;`
+ * (where `nextPair` would begin a pair) and only OWS between it and an `=` (the pair's first, as
+ * nothing else precedes it). Every other occurrence sits inside some other pair's name or value.
+ * Linear: each step moves past the occurrence, and the look-backs stop at the first octet that
+ * is not OWS. A property test holds this equal to the full parse.
  */
 export function cookieValues (header: string | undefined, name: string): string[] | undefined {
-  if (header === undefined || header.length === 0 || name.length === 0) return undefined
+  if (header === undefined || header.length === 0 || !isPairName(name)) return undefined
+  const len = header.length
   let out: string[] | undefined
-  for (let i = 0; (i = nextPair(header, i)) !== -1;) {
-    if (bounds[0] === -1 || bounds[1] - bounds[0] !== name.length || !header.startsWith(name, bounds[0])) continue
-    const value = header.slice(bounds[2], bounds[3])
+  for (let at = header.indexOf(name); at !== -1; at = header.indexOf(name, at)) {
+    if (!startsPair(header, at)) {
+      at++
+      continue
+    }
+    const eq = skipOws(header, at + name.length, len)
+    if (eq === len || header.charCodeAt(eq) !== 0x3d) {
+      at++
+      continue
+    }
+    let end = header.indexOf(';', eq + 1)
+    if (end === -1) end = len
+    let valueStart = skipOws(header, eq + 1, end)
+    let valueEnd = trimOwsEnd(header, valueStart, end)
+    // a quoted value is the value without its quotes (RFC 6265 §4.1.1 cookie-value)
+    if (valueEnd - valueStart >= 2 && header.charCodeAt(valueStart) === 0x22 && header.charCodeAt(valueEnd - 1) === 0x22) {
+      valueStart++
+      valueEnd--
+    }
+    const value = header.slice(valueStart, valueEnd)
     if (out === undefined) out = [value]
     else out.push(value)
+    at = end
   }
   return out
+}
+
+/** Whether `nextPair` can read `name` as a pair's name: non-empty, no `;` or `=`, no OWS at either end. */
+function isPairName (name: string): boolean {
+  const last = name.length - 1
+  return last >= 0 && name.indexOf(';') === -1 && name.indexOf('=') === -1 &&
+    !isOws(name.charCodeAt(0)) && !isOws(name.charCodeAt(last))
+}
+
+/** Whether a pair begins at `at`: before it, back to the start or a `;`, only OWS. */
+function startsPair (header: string, at: number): boolean {
+  let i = at - 1
+  while (i >= 0 && isOws(header.charCodeAt(i))) i--
+  return i < 0 || header.charCodeAt(i) === 0x3b
+}
+
+function isOws (c: number): boolean {
+  return c === 0x20 || c === 0x09
 }
 
 /**
