@@ -154,6 +154,8 @@ t.test('every security event is audited with one shape on both doors and no secr
   ])
   t.ok(closes.some(c => c[0] === 'websocket' && c[1] === 4001 && c[2] === 'PORTCULLIS_CLOSE_SESSION_REVOKED'), 'revoked connections are audited as closes')
   t.ok(closes.some(c => c[1] === 4002 && c[2] === 'PORTCULLIS_CLOSE_SESSION_EXPIRED'), 'expired connections are audited as closes')
+  // the reason the server closed with, as text (the socket keeps it raw until the close event)
+  for (const e of byAction('close')) t.ok(typeof e.reason === 'string' && e.reason.length > 0, `close ${e.closeCode} has its reason as text`)
   t.match(byAction('revoke'), [{ code: 'PORTCULLIS_SESSION_REVOKED', closeCode: 4001, stage: 'session' }])
   t.ok((byAction('revoke')[0].connections ?? 0) >= 1, 'the revocation says how many connections it closed')
   t.notOk(events.some(e => e.action === 'close' && e.closeCode === 1000), 'an ordinary close is not a security event')

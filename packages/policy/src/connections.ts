@@ -61,7 +61,11 @@ interface Rare {
    * none); `sentCode` is undefined until then.
    */
   sentCode: number | undefined
-  sentReason: string
+  /**
+   * As given to `close` (ws passes the peer's reason as a Buffer when it echoes a close):
+   * turned into text only when telemetry reads it, not on every close.
+   */
+  sentReason: string | Buffer | undefined
   /** The last error the socket itself emitted (a peer or transport error, not the handler's). */
   emittedError: unknown
 }
@@ -318,7 +322,7 @@ export class ConnectionRegistry {
       const rare = entry.rare
       const sent = rare !== undefined && rare.sentCode !== undefined
       const closeCode = sent ? rare.sentCode as number : typeof code === 'number' ? code : 1005
-      const closeReason = sent ? rare.sentReason : reason === undefined ? '' : String(reason)
+      const closeReason = sent ? rare.sentReason : reason
       try {
         this.#observer.closed(entry.scope.route, entry.transport, closeCode, closeReason)
       } catch (err) {
@@ -412,20 +416,25 @@ function trackedClose (this: TrackedSocket, code?: number, reason?: string | Buf
   const rare = entry.rare
   if ((rare === undefined || rare.sentCode === undefined) && this.readyState <= OPEN) {
     const sentCode = code ?? 1005
-    const sentReason = reason === undefined ? '' : String(reason)
-    if (rare === undefined) entry.rare = { sentCode, sentReason, emittedError: undefined }
+    if (rare === undefined) entry.rare = { sentCode, sentReason: reason, emittedError: undefined }
     else {
       rare.sentCode = sentCode
-      rare.sentReason = sentReason
+      rare.sentReason = reason
     }
   }
   ;(this[kBase] as BaseMethods).close.call(this, code, reason)
 }
 
+/** A close reason as text: '' for none; a Buffer (ws's, RFC 6455 §5.5.1) is UTF-8. */
+export function closeReasonText (reason: unknown): string {
+  return reason === undefined || reason === null ? '' : String(reason)
+}
+
 /** What the registry tells telemetry. */
 export interface ConnectionObserver {
   opened: (route: string | undefined, transport: Transport) => void
-  closed: (route: string | undefined, transport: Transport, code: number, reason: string) => void
+  /** `reason` as the socket or `close` had it: a string, a Buffer, or none (see `closeReasonText`). */
+  closed: (route: string | undefined, transport: Transport, code: number, reason: unknown) => void
 }
 
 /**
@@ -464,7 +473,7 @@ function trackedEmit (this: TrackedSocket, event: string | symbol, data?: unknow
     return emitEach(this, entry, data, isBinary)
   }
   if (event === 'error') {
-    if (entry.rare === undefined) entry.rare = { sentCode: undefined, sentReason: '', emittedError: data }
+    if (entry.rare === undefined) entry.rare = { sentCode: undefined, sentReason: undefined, emittedError: data }
     else entry.rare.emittedError = data
   }
   return (this[kBase] as BaseMethods).emit.apply(this, arguments as unknown as [string | symbol, ...unknown[]])

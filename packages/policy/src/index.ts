@@ -8,7 +8,7 @@ import type {
   PortcullisRoutePolicy, PortcullisSocket, PortcullisStats, ProtectedRoute, RouteDescription, Transport
 } from './types.js'
 import { Pipeline, type CompiledRoute } from './pipeline.js'
-import { ConnectionRecord, ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from './connections.js'
+import { closeReasonText, ConnectionRecord, ConnectionRegistry, trackedSocketClass, type ConnectionObserver } from './connections.js'
 import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
@@ -117,7 +117,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
       meters?.closed(route ?? '', transport, code)
       const cause = closeCause(code)
       if (audit === undefined || cause === undefined) return
-      audit.emit({ time: Date.now(), action: 'close', code: cause, closeCode: code, reason: reason.slice(0, 123), stage: 'connection', route: route ?? '', transport })
+      audit.emit({ time: Date.now(), action: 'close', code: cause, closeCode: code, reason: closeReasonText(reason).slice(0, 123), stage: 'connection', route: route ?? '', transport })
     }
   }
 
