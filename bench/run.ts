@@ -8,7 +8,10 @@
  * Diagnostics by environment: `BENCH_THREADS=1` prints each server's CPU by thread (main vs V8's
  * helper threads) per window; `BENCH_PROFILE_KIND=heap` makes `--profile` a sampling allocation
  * profile; `BENCH_AA=1` runs the `portcullis-otel` row without telemetry, an A/A control of the
- * bench's resolution between two identical server processes. `bench/telemetry-cost.ts` measures
+ * bench's resolution between two identical server processes. For attribution: `BENCH_CONTENDERS`
+ * (the handshake and echo contenders, e.g. `portcullis-without-session`; see
+ * servers/portcullis.ts), `BENCH_REPS` (repeats per row), `BENCH_NODE_FLAGS` (V8 flags for the
+ * servers, e.g. `--trace-opt --trace-deopt`). `bench/telemetry-cost.ts` measures
  * the telemetry's own work per handshake in one process, `bench/inspect-cost.ts` the JSON
  * inspection's per message.
  *
@@ -43,10 +46,23 @@ const profile = opt('profile')
 
 const started = Date.now()
 
+/**
+ * BENCH_CONTENDERS=a,b,…: the handshake and echo scenarios run these contenders instead of their
+ * own (attribution runs, e.g. `fastify-ws,portcullis,portcullis-without-session`). The baseline
+ * stays `fastify-ws`, so keep it in the list.
+ */
+function chosenContenders (): string[] | undefined {
+  const list = process.env.BENCH_CONTENDERS?.split(',').map(c => c.trim()).filter(c => c.length > 0)
+  return list === undefined || list.length === 0 ? undefined : list
+}
+
 /** Every number that shapes a run, per mode. */
 const config = quick
   ? { reps: 2, warmupMs: 250, windowMs: 1000, latencyCount: 200, latencyMaxMs: 800, idleConns: 1000, idleReps: 1, idleWarm: 100, pollWarmupMs: 300, pollWindowMs: 1000, hostileLatency: 100, hostileWindowMs: 500 }
   : { reps: 7, warmupMs: 500, windowMs: 2000, latencyCount: 600, latencyMaxMs: 1500, idleConns: 5000, idleReps: 3, idleWarm: 500, pollWarmupMs: 500, pollWindowMs: 2000, hostileLatency: 300, hostileWindowMs: 1000 }
+// BENCH_REPS=n: interleaved repeats per row (attribution runs that want more pairs than the mode's)
+const repsOverride = Number(process.env.BENCH_REPS)
+if (Number.isInteger(repsOverride) && repsOverride > 0) config.reps = repsOverride
 /** Wall-clock budget: past it, remaining repeats are skipped (and the report says so). */
 const BUDGET_MS = quick ? 110_000 : 570_000
 let budgetHit = false
@@ -198,7 +214,7 @@ function scenario (id: string, title: string, metric: string, unit: string, high
 // ── 1. handshakes ─────────────────────────────────────────────────────────────────────────────
 async function handshakes (): Promise<ScenarioResult> {
   // the no-cache row shows what the verified-cookie cache saves; full mode only (time)
-  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-nocache', 'portcullis-otel']
+  const contenders = chosenContenders() ?? (quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-cookie', 'portcullis', 'portcullis-nocache', 'portcullis-otel'])
   const sc = scenario('handshake', '1. Handshakes — open→close cycles/s at 50 concurrent; upgrade latency at concurrency 1', 'handshakes/s', 'handshakes/s', true, 'fastify-ws', rowsFor(contenders))
   await interleaved(contenders, sc.rows, async (server, rep) => {
     const r = await job({ kind: 'handshake', target: target(server), concurrency: 50, warmupMs: config.warmupMs, windowMs: config.windowMs, latencyCount: config.latencyCount, latencyMaxMs: config.latencyMaxMs }, 60_000)
@@ -214,7 +230,7 @@ async function handshakes (): Promise<ScenarioResult> {
 
 // ── 2. echo ───────────────────────────────────────────────────────────────────────────────────
 async function echo (): Promise<ScenarioResult> {
-  const contenders = quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-otel']
+  const contenders = chosenContenders() ?? (quick ? ['ws', 'fastify-ws', 'portcullis', 'portcullis-relay', 'portcullis-otel'] : ['ws', 'fastify-ws', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-otel'])
   const sc = scenario('echo', '2. Echo — messages/s, 100 connections × 10 in flight, 64-byte JSON text', 'messages/s', 'messages/s', true, 'fastify-ws',
     rowsFor(contenders, (c) => c === 'portcullis' ? 'Portcullis full policy + JSON-Schema inspection' : c === 'portcullis-otel' ? 'Portcullis full policy + JSON-Schema inspection, telemetry on (OpenTelemetry SDK)' : LABELS[c]))
   await interleaved(contenders, sc.rows, async (server, rep) => {

@@ -6,13 +6,14 @@
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { startFastifyWs, startWs } from './servers/bare.js'
-import { startPortcullis } from './servers/portcullis.js'
+import { ABLATED_PARTS, startPortcullis, type AblatedPart } from './servers/portcullis.js'
 import { startSocketIo } from './servers/socketio.js'
 import { startFloor } from './servers/floor.js'
 import type { BenchServer } from './servers/types.js'
 
 export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
+const WITHOUT = 'portcullis-without-'
 
 function start (name: string): Promise<BenchServer> {
   switch (name) {
@@ -31,7 +32,12 @@ function start (name: string): Promise<BenchServer> {
     case 'node-http-floor': return startFloor()
     case 'socketio-polling': return startSocketIo('polling')
     case 'socketio-ws': return startSocketIo('websocket')
-    default: throw new Error(`unknown contender ${name}`)
+    default: {
+      // attribution only: the full-policy server with parts left out (see PortcullisVariant.without)
+      const without = name.startsWith(WITHOUT) ? name.slice(WITHOUT.length).split('+') : []
+      if (without.length > 0 && without.every((p): p is AblatedPart => (ABLATED_PARTS as readonly string[]).includes(p))) return startPortcullis({ inspect: true, without })
+      throw new Error(`unknown contender ${name} (parts that portcullis-without- can leave out: ${ABLATED_PARTS.join(', ')})`)
+    }
   }
 }
 

@@ -6,13 +6,14 @@
 import { test } from 'tap'
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
-import { WebSocketServer } from 'ws'
+import { WebSocket, WebSocketServer } from 'ws'
 import {
   FrameReader, OPCODE_CLOSE, OPCODE_TEXT, acceptFor, buildUpgrade, headerValue, maskedClose, maskedFrame, readHead
 } from '../bench/lib/frames.js'
 import { malformedProtocolRequest, manyHeadersRequest } from '../bench/lib/hostile.js'
 import { latencySummary, median, percentile } from '../bench/lib/stats.js'
-import { MESSAGE } from '../bench/lib/fixture.js'
+import { MESSAGE, PROTOCOL, WS_PATH } from '../bench/lib/fixture.js'
+import { ABLATED_PARTS, startPortcullis, type AblatedPart } from '../bench/servers/portcullis.js'
 
 function unmask (frame: Buffer): { fin: boolean, opcode: number, payload: Buffer } {
   const masked = (frame[1] & 0x80) !== 0
@@ -140,4 +141,38 @@ test('summarizes samples with medians and nearest-rank percentiles', async (t) =
   const s = latencySummary(Array.from({ length: 100 }, (_, i) => i + 1))
   t.same(s, { n: 100, p50: 50, p99: 99, max: 100 })
   t.ok(Number.isNaN(median([])))
+})
+
+test('an attribution server answers the bench\'s handshake with what is left of the policy', async (t) => {
+  const variants: AblatedPart[][] = [[], ...ABLATED_PARTS.map(p => [p]), [...ABLATED_PARTS]]
+  for (const without of variants) {
+    const server = await startPortcullis({ inspect: true, without })
+    t.teardown(() => server.close())
+    const headers = Object.fromEntries((server.clientHeaders ?? []).filter(([k]) => !/^sec-websocket-protocol$/i.test(k)))
+    // without the registry no protocol is chosen, so none is answered (the ws client would refuse
+    // a handshake that offered one and got none back; the bench's lean client does not check)
+    const offers = without.includes('subprotocol') ? [] : [PROTOCOL]
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}${WS_PATH}`, offers, { headers })
+    const echoed = await new Promise<string>((resolve, reject) => {
+      ws.once('open', () => ws.send(MESSAGE))
+      ws.once('message', (data) => resolve(String(data)))
+      ws.once('error', reject)
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`status ${res.statusCode}`)))
+    })
+    t.equal(echoed, MESSAGE, `without ${without.join('+') || 'nothing'}: admitted and echoed`)
+    t.equal(ws.protocol, offers[0] ?? '', `without ${without.join('+') || 'nothing'}: the protocol answered`)
+    ws.close()
+    t.same(server.info.without ?? [], without, 'the server says what it left out')
+  }
+  // the full server still refuses a foreign origin: leaving a part out is the variant's choice only
+  const full = await startPortcullis({ inspect: true })
+  t.teardown(() => full.close())
+  const headers = { ...Object.fromEntries(full.clientHeaders ?? []), Origin: 'https://evil.example' }
+  const status = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${full.port}${WS_PATH}`, [PROTOCOL], { headers })
+    ws.once('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); res.resume() })
+    ws.once('open', () => { resolve(101); ws.close() })
+    ws.once('error', () => {})
+  })
+  t.equal(status, 403)
 })

@@ -30,7 +30,9 @@ export function hasTaskset (): boolean {
 
 function spawnNode (script: 'server' | 'load', args: string[], core: number | undefined, env: Record<string, string> = {}): ChildProcess {
   const entry = built === undefined ? [...TSX_ARGS, `${here}${script}.ts`] : [built[script]]
-  const argv = ['--expose-gc', ...entry, ...args]
+  // BENCH_NODE_FLAGS: V8/Node flags for the servers only (e.g. `--trace-opt --trace-deopt`)
+  const flags = script === 'server' ? (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(f => f.length > 0) : []
+  const argv = ['--expose-gc', ...flags, ...entry, ...args]
   const opts = { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as Array<'ignore' | 'inherit' | 'ipc'>, cwd: fileURLToPath(new URL('../../', import.meta.url)), env: { ...process.env, ...env } }
   // taskset execs node: the child's pid is node's, so /proc/<pid>/stat is the server's own
   if (core !== undefined && hasTaskset()) return spawn('taskset', ['-c', String(core), process.execPath, ...argv], opts)

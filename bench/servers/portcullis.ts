@@ -30,7 +30,17 @@ export interface PortcullisVariant {
    * is recorded into real aggregations. Default: `metrics: true` with no SDK (the API's no-op meter).
    */
   telemetry?: boolean
+  /**
+   * Parts left out, for attribution only (contender `portcullis-without-<part>[+<part>…]`, run
+   * through `BENCH_CONTENDERS`; never a row of the report): `origin` (the route opts out with
+   * `origin: false`), `session` (no cookie-session plugin; @fastify/cookie stays), `subprotocol`
+   * (no registry: no protocol is chosen or answered, though the bench's client still offers one), `fallback`.
+   */
+  without?: readonly AblatedPart[]
 }
+
+export const ABLATED_PARTS = ['origin', 'session', 'subprotocol', 'fallback'] as const
+export type AblatedPart = typeof ABLATED_PARTS[number]
 
 /** An exporter that accepts every batch and keeps nothing: the SDK's collection work is what is measured. */
 export const discardExporter: PushMetricExporter = {
@@ -51,14 +61,16 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   if (meterProvider !== undefined) app.addHook('onClose', () => meterProvider.shutdown())
   const parts: Record<string, Part> = {}
 
+  const without = new Set(variant.without)
+
   // ── origin: an allowlist of exact serialized origins (RFC 6454 §6.2) ──
-  await app.register(originGuard, { allow: [ORIGIN, ...OTHER_ORIGINS] })
+  if (!without.has('origin')) await app.register(originGuard, { allow: [ORIGIN, ...OTHER_ORIGINS] })
   parts.origin = 'plugin'
 
   // ── identity: a session id in a cookie signed by @fastify/cookie (HMAC-SHA256), then a lookup ──
   const sessions = new Map([[SESSION_ID, { id: USER_ID, sessionId: SESSION_ID }]])
   await app.register(fastifyCookie, { secret: SECRET })
-  await app.register(cookieSession, {
+  if (!without.has('session')) await app.register(cookieSession, {
     signedCookie: {
       cookieName: COOKIE_NAME,
       load: (id: string) => sessions.get(id) ?? null,
@@ -70,7 +82,7 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   const cookie = `${COOKIE_NAME}=${app.signCookie(SESSION_ID)}`
 
   // ── subprotocol: required, negotiated from the registered list; optional JSON-Schema inspection ──
-  await app.register(subprotocols, {
+  if (!without.has('subprotocol')) await app.register(subprotocols, {
     protocols: { [PROTOCOL]: variant.inspect ? json({ schema: MESSAGE_SCHEMA as object }) : { dataTypes: 'text' } }
   })
   parts.subprotocol = 'plugin'
@@ -79,17 +91,21 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   // ── the long-poll twin: the same route, the same policy, at WS_PATH/_lp/* ──
   // Every bench client is one identity on 127.0.0.1, so the per-identity and per-IP session
   // bounds (16 and 64 by default) are lifted; everything else keeps its default.
-  await app.register(fallback, { maxSessionsPerIdentity: 0, maxSessionsPerIp: 0, maxPendingPollsPerIp: 1000 })
+  if (!without.has('fallback')) await app.register(fallback, { maxSessionsPerIdentity: 0, maxSessionsPerIp: 0, maxPendingPollsPerIp: 1000 })
   parts.fallback = 'plugin'
 
-  const wsPolicy: PortcullisRoutePolicy = { protocols: [PROTOCOL], fallback: true }
+  const wsPolicy: PortcullisRoutePolicy = {
+    ...(without.has('subprotocol') ? {} : { protocols: [PROTOCOL] }),
+    ...(without.has('fallback') ? {} : { fallback: true }),
+    ...(without.has('origin') ? { origin: false } : {})
+  }
   app.get(WS_PATH, { websocket: true, wsPolicy }, (socket) => echo(socket as unknown as WebSocket))
   await app.listen({ port: 0, host: '127.0.0.1' })
   const addr = app.server.address()
   if (addr === null || typeof addr === 'string') throw new Error('no address')
   return {
     port: addr.port,
-    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, sessionCache: variant.sessionCache !== false, telemetry: meterProvider === undefined ? 'no-op meter (no SDK)' : 'SDK MeterProvider, periodic reader', parts, stages: app.wsPolicy.stages(), fallback: true },
+    info: { stack: `fastify ${app.version} + @portcullis/policy`, inspect: variant.inspect, sessionCache: variant.sessionCache !== false, telemetry: meterProvider === undefined ? 'no-op meter (no SDK)' : 'SDK MeterProvider, periodic reader', parts, stages: app.wsPolicy.stages(), fallback: !without.has('fallback'), ...(without.size === 0 ? {} : { without: [...without] }) },
     // a browser's upgrade: Origin, UA, Accept-Language, three cookies, the deflate offer, the subprotocol
     clientHeaders: browserHeaders(cookie),
     close: () => app.close()
