@@ -105,6 +105,12 @@ let exposedSocket: PortcullisSocket | undefined
 let exposedData: unknown
 let exposedValue: unknown
 
+/**
+ * Exposed in place of a value the inspector proved but did not build (the JSON fast path,
+ * json-shape.ts): `parsedMessage` parses the message the first time it is read, once.
+ */
+export const PARSE_LATER: unknown = Object.freeze({ portcullis: 'parse later' })
+
 /** Keep `value` as the parsed form of `data`, the message being inspected on `socket`, for `parsedMessage`. */
 export function exposeParsed (socket: PortcullisSocket, data: Buffer | string, value: unknown): void {
   exposedSocket = socket
@@ -129,7 +135,23 @@ function forgetExposed (socket: PortcullisSocket): void {
  * handler's `message` listener, synchronously: the next inspected message replaces it.
  */
 export function parsedMessage<T = unknown> (socket: PortcullisSocket, data: unknown): T | undefined {
-  return socket === exposedSocket && data === exposedData ? exposedValue as T : undefined
+  if (socket !== exposedSocket || data !== exposedData) return undefined
+  if (exposedValue === PARSE_LATER) exposedValue = parseProven(data as Buffer | string)
+  return exposedValue as T
+}
+
+/**
+ * The parse of a message the JSON fast path accepted: plain JSON.parse gives exactly what the
+ * screened parse would, as the fast path proved there is no BOM, no escape and no key but the
+ * schema's (none of them `__proto__` or `constructor`).
+ */
+function parseProven (data: Buffer | string): unknown {
+  try {
+    return JSON.parse(typeof data === 'string' ? data : data.toString())
+  } catch {
+    // unreachable for a proven message; a value that is not there beats a throw in a listener
+    return undefined
+  }
 }
 
 /**

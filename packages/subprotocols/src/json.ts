@@ -4,7 +4,8 @@ import secureJsonParse from 'secure-json-parse'
 import type { PortcullisSocket, Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition, SubprotocolLimits } from './types.js'
 import { PORTCULLIS_SUBPROTOCOL_INVALID_OPTION } from './errors.js'
-import { exposeParsed, kInspect, type StatelessInspector } from './guard.js'
+import { exposeParsed, kInspect, PARSE_LATER, type StatelessInspector } from './guard.js'
+import { compileShape, type ShapeCheck } from './json-shape.js'
 
 export interface JsonInspectorOptions {
   /** One JSON Schema every message must match. Give `schema` or `schemas` (or neither: any JSON). */
@@ -87,12 +88,15 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
     check = function anyJson () { return undefined }
   }
 
+  // the byte-level fast path (json-shape.ts): for a flat object schema compiled by our own Ajv
+  // (another instance may coerce, add defaults or remove properties: only the real parse sees that)
+  const shape = opts.ajv === undefined && opts.schema !== undefined ? compileShape(opts.schema) : undefined
   const expose = opts.expose !== false
-  const open = (ctx: InspectorContext): MessageInspector => new JsonInspector(check, expose ? ctx : undefined)
+  const open = (ctx: InspectorContext): MessageInspector => new JsonInspector(check, shape, expose ? ctx : undefined)
   // JSON inspection keeps no per-connection state: the guard calls this directly (no inspector
   // object per connection). Bound to this `open`: a definition that replaces `open` gets its own.
   const inspect: StatelessInspector = function portcullisInspectJson (data, isBinary, socket) {
-    return inspectJson(check, undefined, expose ? socket : undefined, data, isBinary)
+    return inspectJson(check, shape, undefined, expose ? socket : undefined, data, isBinary)
   }
   return {
     dataTypes: opts.dataTypes ?? 'text',
@@ -123,23 +127,33 @@ export function parseJsonSecure (text: string): unknown {
 
 class JsonInspector implements MessageInspector {
   readonly #check: (value: unknown) => Violation | undefined
+  readonly #shape: ShapeCheck | undefined
   readonly #ctx: InspectorContext | undefined
 
-  constructor (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined) {
+  constructor (check: (value: unknown) => Violation | undefined, shape: ShapeCheck | undefined, ctx: InspectorContext | undefined) {
     this.#check = check
+    this.#shape = shape
     this.#ctx = ctx
   }
 
   message (data: Buffer | string, isBinary: boolean): Violation | undefined {
-    return inspectJson(this.#check, this.#ctx, undefined, data, isBinary)
+    return inspectJson(this.#check, this.#shape, this.#ctx, undefined, data, isBinary)
   }
 }
 
 /**
- * One message: one parse, checked, and handed to the handler (no second parse): through the
- * context's `expose` when opened per connection, else kept for `parsedMessage` under `socket`.
+ * One message: at most one parse, checked, and handed to the handler (no second parse): through
+ * the context's `expose` when opened per connection, else kept for `parsedMessage` under `socket`.
+ * A message the fast path accepts is not parsed here; `parsedMessage` parses it if it is read.
  */
-function inspectJson (check: (value: unknown) => Violation | undefined, ctx: InspectorContext | undefined, socket: PortcullisSocket | undefined, data: Buffer | string, isBinary: boolean): Violation | undefined {
+function inspectJson (check: (value: unknown) => Violation | undefined, shape: ShapeCheck | undefined, ctx: InspectorContext | undefined, socket: PortcullisSocket | undefined, data: Buffer | string, isBinary: boolean): Violation | undefined {
+  // An accepted message is ASCII (so valid UTF-8, binary or not); anything else, including every
+  // message the full path would refuse, goes on to it, which decides
+  if (shape !== undefined && typeof data !== 'string' && shape(data)) {
+    if (socket !== undefined) exposeParsed(socket, data, PARSE_LATER)
+    else if (ctx !== undefined) ctx.expose(data, PARSE_LATER)
+    return undefined
+  }
   // JSON text is UTF-8 (RFC 8259 §8.1). `ws` validates text messages (RFC 6455 §8.1), not
   // binary ones: decoding invalid octets would turn them into U+FFFD, so the parsed value would
   // pass while the handler's original bytes say something else. Refuse instead.

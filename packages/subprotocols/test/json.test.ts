@@ -174,6 +174,26 @@ t.test('the handler can read the parsed value instead of parsing again', async (
   raw.ws!.close()
 })
 
+t.test('a message the fast path accepted is parsed when the handler reads it, once, to what the full path gives', async (t) => {
+  const app = await protoApp(t, { protocols: { 'chat.v1': json({ schema: chatSchema }) } })
+  app.get('/chat', { websocket: true, wsPolicy: { protocols: ['chat.v1'] } }, (socket) => {
+    socket.on('message', (data: Buffer) => {
+      const first = parsedMessage<{ text: string, room?: string }>(socket, data)
+      const again = parsedMessage(socket, data)
+      socket.send(JSON.stringify({ value: first ?? null, same: first === again }))
+    })
+  })
+  const { ws } = await listen(app)
+  const r = await wsOpen(`${ws}/chat`, { protocols: ['chat.v1'] })
+  // ASCII without escapes (the fast path), then non-ASCII and an escape (the full path)
+  const sent = ['{ "text" : "one", "room": "lobby" }', '{"text":"caf\u00e9"}', '{"text":"café ☕"}', '{"text":"a\\"b"}']
+  for (const m of sent) r.ws!.send(m)
+  const got = (await nextMessages(r.ws!, sent.length)).map(m => JSON.parse(m) as { value: unknown, same: boolean })
+  t.same(got.map(g => g.value), sent.map(m => JSON.parse(m)), 'each value is the parse of its message')
+  t.ok(got.every(g => g.same), 'a second read returns the same object: one parse per message')
+  r.ws!.close()
+})
+
 t.test('a closed connection\'s parsed value is let go: parsedMessage finds nothing once the socket has closed', async (t) => {
   const app = await protoApp(t, { protocols: { 'chat.v1': json({ schema: chatSchema }) } })
   const reads: Array<[string, unknown]> = []
