@@ -242,7 +242,7 @@ async function echo (): Promise<ScenarioResult> {
   sc.targets.push(...telemetryCheck(sc, 'Echo'))
   const vsParsing = costRatio(sc, 'portcullis', 'fastify-ws-json')
   if (vsParsing !== undefined) sc.targets.push({ name: 'Echo with inspection vs an app that parses each message itself (context) — from server CPU per op', target: 'context', value: `${vsParsing.median.toFixed(3)}× (${vsParsing.min.toFixed(2)}–${vsParsing.max.toFixed(2)})`, met: null })
-  if (contenders.includes('fastify-ws-json')) sc.notes.push('The `fastify-ws-json` row is context, not a target: its handler parses every message with plain JSON.parse before echoing it, as an app that reads JSON messages must. The Portcullis inspection row parses once (with the prototype-key screen), validates against the JSON Schema, and hands the parse to the handler through parsedMessage(); its handler here echoes without reading it, like the baseline\'s.')
+  if (contenders.includes('fastify-ws-json')) sc.notes.push('The `fastify-ws-json` row is context, not a target: its handler parses every message with plain JSON.parse before echoing it, as an app that reads JSON messages must. The Portcullis inspection row checks every message against the JSON Schema: the bench message takes the inspector\'s byte-level fast path, which proves it valid without parsing it, and its handler here echoes without reading parsedMessage() (like the baseline\'s), so no parse happens at all; a handler that reads parsedMessage() pays one JSON.parse per message, as the fastify-ws-json row does.')
   sc.partial = partialParts()
   return sc
 }
