@@ -70,21 +70,25 @@ export async function startPortcullis (variant: PortcullisVariant): Promise<Benc
   // ── identity: a session id in a cookie signed by @fastify/cookie (HMAC-SHA256), then a lookup ──
   const sessions = new Map([[SESSION_ID, { id: USER_ID, sessionId: SESSION_ID }]])
   await app.register(fastifyCookie, { secret: SECRET })
-  if (!without.has('session')) await app.register(cookieSession, {
-    signedCookie: {
-      cookieName: COOKIE_NAME,
-      load: (id: string) => sessions.get(id) ?? null,
-      // the default cache skips the HMAC for a cookie already verified; 0 pays it every time
-      ...(variant.sessionCache === false ? { cacheSize: 0 } : {})
-    }
-  })
+  if (!without.has('session')) {
+    await app.register(cookieSession, {
+      signedCookie: {
+        cookieName: COOKIE_NAME,
+        load: (id: string) => sessions.get(id) ?? null,
+        // the default cache skips the HMAC for a cookie already verified; 0 pays it every time
+        ...(variant.sessionCache === false ? { cacheSize: 0 } : {})
+      }
+    })
+  }
   parts.session = 'plugin'
   const cookie = `${COOKIE_NAME}=${app.signCookie(SESSION_ID)}`
 
   // ── subprotocol: required, negotiated from the registered list; optional JSON-Schema inspection ──
-  if (!without.has('subprotocol')) await app.register(subprotocols, {
-    protocols: { [PROTOCOL]: variant.inspect ? json({ schema: MESSAGE_SCHEMA as object }) : { dataTypes: 'text' } }
-  })
+  if (!without.has('subprotocol')) {
+    await app.register(subprotocols, {
+      protocols: { [PROTOCOL]: variant.inspect ? json({ schema: MESSAGE_SCHEMA as object }) : { dataTypes: 'text' } }
+    })
+  }
   parts.subprotocol = 'plugin'
   parts.inspection = 'plugin'
 
