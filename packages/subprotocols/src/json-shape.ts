@@ -20,7 +20,8 @@
  * bytes. Anything else (a non-ASCII character, an escape, a key the schema does not name, a
  * nested value) is "not proven", whatever its merit.
  *
- * Schemas it compiles: `{ type: 'object', properties, required?, additionalProperties? }` whose
+ * Schemas it compiles (alone, or one per message type with `compileTypedShape`):
+ * `{ type: 'object', properties, required?, additionalProperties? }` whose
  * properties are each one of
  * - a string: `{ type: 'string', minLength?, maxLength?, enum?, const? }`, or `{ const }` /
  *   `{ enum }` of strings alone;
@@ -65,7 +66,7 @@ export type ShapeCheck = (data: Buffer) => boolean
  * above). Compiled only for json()'s own Ajv: another instance may coerce, fill in defaults or
  * remove properties, which a byte check cannot mirror.
  */
-export function compileShape (schema: unknown): ShapeCheck | undefined {
+export function compileShape (schema: unknown, pin?: { readonly name: string, readonly value: string }): ShapeCheck | undefined {
   if (!isPlainObject(schema) || schema.type !== 'object' || !onlyKeys(schema, ['type', 'properties', 'required', 'additionalProperties'])) return undefined
   const { properties, required, additionalProperties } = schema
   if (additionalProperties !== undefined && typeof additionalProperties !== 'boolean') return undefined
@@ -88,9 +89,62 @@ export function compileShape (schema: unknown): ShapeCheck | undefined {
       requiredMask |= 1 << at
     }
   }
+  if (pin !== undefined) {
+    // the message must also have this property, as exactly this string (a typed message's type)
+    const at = names.indexOf(pin.name)
+    const p = props[at]
+    if (p === undefined || p.kind !== 'string' || !isPlainAscii(pin.value)) return undefined
+    const value = Buffer.from(pin.value, 'latin1')
+    const allowed = p.allowed === undefined || p.allowed.some(v => v.equals(value)) ? [value] : []
+    props[at] = { ...p, allowed }
+    requiredMask |= 1 << at
+  }
   return function portcullisJsonShape (data) {
     return acceptsObject(props, requiredMask, data)
   }
+}
+
+/**
+ * The fast check for json()'s `schemas` (one schema per message type, chosen by the string
+ * property `typeKey`), or undefined when no type's schema is one `compileShape` can prove. A
+ * message is checked against the schema its type names, which must also require that type: the
+ * full path refuses a message without it (`unknown message type`).
+ */
+export function compileTypedShape (schemas: Record<string, unknown>, typeKey: string): ShapeCheck | undefined {
+  if (isForbiddenName(typeKey) || !isPlainAscii(typeKey)) return undefined
+  const types: Array<{ readonly name: Buffer, readonly check: ShapeCheck }> = []
+  for (const type of Object.keys(schemas)) {
+    const check = compileShape(schemas[type], { name: typeKey, value: type })
+    if (check !== undefined) types.push({ name: Buffer.from(type, 'latin1'), check })
+  }
+  if (types.length === 0) return undefined
+  const key = Buffer.from(`"${typeKey}"`, 'latin1')
+  return function portcullisJsonTypedShape (data) {
+    // which type the message names: only a hint (the type's own check proves it), so a key
+    // spelled with an escape or a "type" text elsewhere only sends the message to the full path
+    const n = data.length
+    for (let i = indexOfBytes(data, key, 0, n); i !== -1; i = indexOfBytes(data, key, i + 1, n)) {
+      let j = skipWs(data, i + key.length, n)
+      if (j >= n || data[j] !== 0x3a) continue
+      j = skipWs(data, j + 1, n)
+      if (j >= n || data[j] !== 0x22) return false
+      const end = plainStringEnd(data, j + 1, n)
+      if (end === -1) return false
+      for (let k = 0; k < types.length; k++) {
+        const t = types[k]
+        if (t.name.length === end - j - 1 && sameBytes(data, j + 1, t.name)) return t.check(data)
+      }
+      return false
+    }
+    return false
+  }
+}
+
+/** The first index at or after `from` where `b` holds `word`, or -1 (a loop: see `sameBytes`). */
+function indexOfBytes (b: Buffer, word: Buffer, from: number, n: number): number {
+  const first = word[0]
+  for (let i = from; i + word.length <= n; i++) if (b[i] === first && sameBytes(b, i, word)) return i
+  return -1
 }
 
 function compileProperty (name: Buffer, s: unknown): Property | undefined {

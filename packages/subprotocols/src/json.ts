@@ -5,7 +5,7 @@ import type { PortcullisSocket, Violation } from '@portcullis/policy'
 import type { DataTypes, InspectorContext, MessageInspector, SubprotocolDefinition, SubprotocolLimits } from './types.js'
 import { PORTCULLIS_SUBPROTOCOL_INVALID_OPTION } from './errors.js'
 import { exposeParsed, kInspect, PARSE_LATER, type StatelessInspector } from './guard.js'
-import { compileShape, type ShapeCheck } from './json-shape.js'
+import { compileShape, compileTypedShape, type ShapeCheck } from './json-shape.js'
 
 export interface JsonInspectorOptions {
   /** One JSON Schema every message must match. Give `schema` or `schemas` (or neither: any JSON). */
@@ -90,7 +90,11 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
 
   // the byte-level fast path (json-shape.ts): for a flat object schema compiled by our own Ajv
   // (another instance may coerce, add defaults or remove properties: only the real parse sees that)
-  const shape = opts.ajv === undefined && opts.schema !== undefined ? compileShape(opts.schema) : undefined
+  const shape = opts.ajv !== undefined
+    ? undefined
+    : opts.schema !== undefined
+      ? compileShape(opts.schema)
+      : opts.schemas !== undefined ? compileTypedShape(opts.schemas, typeKey) : undefined
   const expose = opts.expose !== false
   const open = (ctx: InspectorContext): MessageInspector => new JsonInspector(check, shape, expose ? ctx : undefined)
   // JSON inspection keeps no per-connection state: the guard calls this directly (no inspector

@@ -8,7 +8,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { Ajv } from 'ajv'
-import { compileShape } from '../src/json-shape.js'
+import { compileShape, compileTypedShape } from '../src/json-shape.js'
 import { parseJsonSecure } from '../src/json.js'
 import { MESSAGE, MESSAGE_SCHEMA } from '../../../bench/lib/fixture.js'
 import { growth, params } from '../../../test/load/properties.js'
@@ -164,6 +164,67 @@ t.test('the fast path accepts a message only when the full path accepts it, with
     return true
   }), params())
   t.ok(accepted > 0, `the fast path took some messages (${accepted} of ${checked})`)
+})
+
+t.test('with schemas by type, the fast path accepts a message only when the full path accepts it', async (t) => {
+  const TYPES = ['say', 'join', 'a b', 'caf\u00e9', '']
+  // how each type's schema speaks of the type key: pinned, loose, wrong kind, or not at all
+  const typeProp = fc.constantFrom<Array<Schema | undefined>>([{ const: 'say' }], [{ type: 'string' }], [{ enum: ['say', 'join'] }], [{ type: 'number' }], [undefined])
+  const typed = fc.uniqueArray(fc.constantFrom(...TYPES), { minLength: 1, maxLength: 3 }).chain(types =>
+    fc.tuple(...types.map(() => fc.tuple(flatSchema, typeProp, fc.boolean()))).map(parts => {
+      const schemas: Record<string, Schema> = {}
+      types.forEach((type, i) => {
+        const [base, [prop], requireType] = parts[i]
+        const properties = { ...(base.properties as Record<string, Schema>) }
+        delete properties.type
+        if (prop !== undefined) properties.type = prop.const !== undefined ? { const: type } : prop
+        const required = ((base.required ?? []) as string[]).filter(r => r !== 'type')
+        if (requireType && prop !== undefined) required.push('type')
+        schemas[type] = { ...base, properties, ...(required.length > 0 ? { required } : { required: undefined }) }
+        if (required.length === 0) delete schemas[type].required
+      })
+      return schemas
+    }))
+  /** json()'s full path for schemas: an object whose own string `type` names a schema that accepts it. */
+  function fullTyped (validators: Map<string, (v: unknown) => boolean>, text: string): boolean {
+    let value: unknown
+    try {
+      value = parseJsonSecure(text)
+    } catch {
+      return false
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return false
+    const type = (value as Record<string, unknown>).type
+    const validate = typeof type === 'string' && Object.hasOwn(value, 'type') ? validators.get(type) : undefined
+    return validate !== undefined && validate(value)
+  }
+  let accepted = 0
+  const schemasAndTexts = typed.chain(schemas => fc.tuple(fc.constant(schemas), fc.array(fc.oneof(
+    messageText,
+    // messages of each type's schema, most with that type put in front
+    ...Object.entries(schemas).map(([type, schema]) => fc.tuple(schemaMessage(schema), fc.boolean()).map(([m, keep]) => keep ? m : m.replace('{', `{"type":${JSON.stringify(type)}${m === '{}' ? '' : ','}`)))
+  ), { minLength: 1, maxLength: 8 })))
+  fc.assert(fc.property(schemasAndTexts, ([schemas, texts]) => {
+    const shape = compileTypedShape(schemas, 'type')
+    if (shape === undefined) return true
+    const validators = new Map(Object.entries(schemas).map(([type, schema]) => [type, new Ajv({ strict: true }).compile(schema)] as const))
+    for (const text of texts) {
+      if (!shape(Buffer.from(text))) continue
+      accepted++
+      if (!fullTyped(validators, text)) return false
+    }
+    return true
+  }), params())
+  t.ok(accepted > 0, `the fast path took some messages (${accepted})`)
+  // the chat example's contract: a say message is proven, the others go to the full path
+  const chat = compileTypedShape({ say: { type: 'object', properties: { type: { const: 'say' }, text: { type: 'string', minLength: 1, maxLength: 20 } }, required: ['type', 'text'], additionalProperties: false } }, 'type')
+  t.equal(chat?.(Buffer.from('{"type":"say","text":"hi"}')), true)
+  t.equal(chat?.(Buffer.from('{"text":"hi","type":"say"}')), true, 'the type key anywhere')
+  t.equal(chat?.(Buffer.from('{"text":"type","type":"say"}')), true, 'the type key\'s name as a value first')
+  t.equal(chat?.(Buffer.from('{"type":"shout","text":"hi"}')), false, 'an unknown type')
+  t.equal(chat?.(Buffer.from('{"text":"hi"}')), false, 'no type')
+  t.equal(compileTypedShape({ say: { type: 'object', properties: { text: { type: 'string' } } } }, 'type'), undefined, 'a schema that does not name the type key proves nothing')
+  t.equal(compileTypedShape({ say: { type: 'object', properties: { constructor: { type: 'string' } } } }, 'constructor'), undefined, 'an inherited type key')
 })
 
 t.test('the fast path accepts messages built to match, so it is not vacuous', async (t) => {
