@@ -88,7 +88,8 @@ export function json (opts: JsonInspectorOptions = {}): SubprotocolDefinition {
     check = function anyJson () { return undefined }
   }
 
-  // the byte-level fast path (json-shape.ts): for a flat object schema compiled by our own Ajv
+  // the byte-level fast path (json-shape.ts): for flat object schemas (one, or one per type)
+  // compiled by our own Ajv
   // (another instance may coerce, add defaults or remove properties: only the real parse sees that)
   const shape = opts.ajv !== undefined
     ? undefined

@@ -370,4 +370,20 @@ t.test('the fast path runs in linear time on long messages', async (t) => {
     const g = growth(check, make, 20_000)
     t.ok(g.ratio < 40, `${name}: ×${g.ratio.toFixed(1)} for ×10 input`)
   }
+  // the typed check looks for its type key before it scans: many near-misses stay linear too
+  const typedShape = compileTypedShape({ say: { type: 'object', properties: { type: { const: 'say' }, text: { type: 'string' } } } }, 'type')
+  if (typedShape === undefined) return t.fail('compiles')
+  const typedBytes = new Map<string, Buffer>()
+  const typedCheck = (s: string): boolean => {
+    let b = typedBytes.get(s)
+    if (b === undefined) typedBytes.set(s, (b = Buffer.from(s)))
+    return typedShape(b)
+  }
+  for (const [name, make] of Object.entries({
+    'many type keys without a colon': (n: number) => '{' + '"type" '.repeat(n / 7) + '}',
+    'a long text before the type': (n: number) => `{"text":"${'t'.repeat(n)}","type":"say"}`
+  })) {
+    const g = growth(typedCheck, make, 20_000)
+    t.ok(g.ratio < 40, `typed, ${name}: ×${g.ratio.toFixed(1)} for ×10 input`)
+  }
 })
