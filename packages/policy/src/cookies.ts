@@ -53,14 +53,8 @@ export function cookieValues (header: string | undefined, name: string): string[
     }
     let end = header.indexOf(';', eq + 1)
     if (end === -1) end = len
-    let valueStart = skipOws(header, eq + 1, end)
-    let valueEnd = trimOwsEnd(header, valueStart, end)
-    // a quoted value is the value without its quotes (RFC 6265 §4.1.1 cookie-value)
-    if (valueEnd - valueStart >= 2 && header.charCodeAt(valueStart) === 0x22 && header.charCodeAt(valueEnd - 1) === 0x22) {
-      valueStart++
-      valueEnd--
-    }
-    const value = header.slice(valueStart, valueEnd)
+    readValue(header, eq + 1, end)
+    const value = header.slice(bounds[2], bounds[3])
     if (out === undefined) out = [value]
     else out.push(value)
     at = end
@@ -88,14 +82,14 @@ function isOws (c: number): boolean {
 
 /**
  * Where the pair `nextPair` last read sits: its name in [0, 1) (OWS trimmed, never empty) and its
- * value in [2, 3) (OWS trimmed, one pair of surrounding quotes removed); [0] is -1 for a segment
- * with no name. One module-wide scratch, not a callback per scan: both scans read it right after
+ * value in [2, 3) (`readValue`'s, which `cookieValues` also calls); [0] is -1 for a segment with
+ * no name. One module-wide scratch, not a callback per scan: both functions read it right after
  * each call, synchronously.
  */
 const bounds = new Int32Array(4)
 
 /**
- * The one pair scan of both functions: reads the segment that starts at or after `i` (after
+ * The pair scan of `parseCookieHeader`: reads the segment that starts at or after `i` (after
  * separators and whitespace) into `bounds`, and returns the index just past it, or -1 when the
  * header has no segment left.
  */
@@ -115,26 +109,33 @@ function nextPair (header: string, i: number): number {
   const nameStart = skipOws(header, start, eq)
   const nameEnd = trimOwsEnd(header, nameStart, eq)
   if (nameEnd === nameStart) return i
-  let valueStart = skipOws(header, eq + 1, i)
-  let valueEnd = trimOwsEnd(header, valueStart, i)
-  // a quoted value is the value without its quotes (RFC 6265 §4.1.1 cookie-value)
+  bounds[0] = nameStart
+  bounds[1] = nameEnd
+  readValue(header, eq + 1, i)
+  return i
+}
+
+/**
+ * The value of a pair whose text after its `=` is [start, end): OWS trimmed, one pair of
+ * surrounding quotes removed (RFC 6265 §4.1.1 cookie-value), into bounds [2, 3).
+ */
+function readValue (header: string, start: number, end: number): void {
+  let valueStart = skipOws(header, start, end)
+  let valueEnd = trimOwsEnd(header, valueStart, end)
   if (valueEnd - valueStart >= 2 && header.charCodeAt(valueStart) === 0x22 && header.charCodeAt(valueEnd - 1) === 0x22) {
     valueStart++
     valueEnd--
   }
-  bounds[0] = nameStart
-  bounds[1] = nameEnd
   bounds[2] = valueStart
   bounds[3] = valueEnd
-  return i
 }
 
 function skipOws (s: string, start: number, end: number): number {
-  while (start < end && (s.charCodeAt(start) === 0x20 || s.charCodeAt(start) === 0x09)) start++
+  while (start < end && isOws(s.charCodeAt(start))) start++
   return start
 }
 
 function trimOwsEnd (s: string, start: number, end: number): number {
-  while (end > start && (s.charCodeAt(end - 1) === 0x20 || s.charCodeAt(end - 1) === 0x09)) end--
+  while (end > start && isOws(s.charCodeAt(end - 1))) end--
   return end
 }

@@ -41,6 +41,7 @@ const ANNOTATIONS = new Set(['title', 'description', '$comment', 'examples'])
 function isForbiddenName (name: string): boolean {
   return name === 'prototype' || name in Object.prototype
 }
+
 /** One bit per property in a 32-bit mask. */
 const MAX_PROPERTIES = 31
 
