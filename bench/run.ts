@@ -2,7 +2,7 @@
  * Portcullis side-by-side benchmarks. `pnpm bench` (full, ≤ 10 min) or `pnpm bench:quick`
  * (CI smoke, ~90 s). Options: `--only=handshake,echo,idle,longpoll,hostile`,
  * `--out=<dir>` (default bench/results), `--no-write`, `--update-docs` (rewrite the table in
- * docs/BENCHMARKS.md), `--profile=<contender>` (CPU-profile that server from listen to exit;
+ * docs/BENCHMARKS.md), `--profile=<contender>[,…]` (CPU-profile those servers from listen to exit;
  * summarize with bench/profile-top.ts), `--tsx` (children run the TypeScript sources through
  * tsx instead of a compiled bundle; see bench/lib/build.ts for why that is slower).
  * Diagnostics by environment: `BENCH_THREADS=1` prints each server's CPU by thread (main vs V8's
@@ -42,7 +42,7 @@ const only = opt('only')?.split(',') ?? [...ALL]
 for (const o of only) if (!(ALL as readonly string[]).includes(o)) throw new Error(`unknown scenario "${o}" (known: ${ALL.join(', ')})`)
 const root = new URL('../', import.meta.url)
 const outDir = (opt('out') ?? fileURLToPath(new URL('bench/results', root))).replace(/\/+$/, '')
-const profile = opt('profile')
+const profile = opt('profile')?.split(',')
 
 const started = Date.now()
 
@@ -123,7 +123,7 @@ async function interleaved (contenders: string[], rows: Row[], measure: (server:
   try {
     await Promise.all(contenders.map(async (c) => {
       try {
-        const cpuProfile = profile === c ? `${outDir}/${new Date().toISOString().replace(/[:.]/g, '-')}-${c}.cpuprofile` : undefined
+        const cpuProfile = profile?.includes(c) === true ? `${outDir}/${new Date().toISOString().replace(/[:.]/g, '-')}-${c}.cpuprofile` : undefined
         servers.set(c, await startServer(c, { cpuProfile }))
         if (cpuProfile !== undefined) log(`profiling ${c} → ${cpuProfile} (summarize: node --import=tsx bench/profile-top.ts <file>)`)
       } catch (err) {

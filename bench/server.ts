@@ -5,35 +5,40 @@
  */
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
-import { startFastifyWs, startWs } from './servers/bare.js'
-import { ABLATED_PARTS, startPortcullis, type AblatedPart } from './servers/portcullis.js'
-import { startSocketIo } from './servers/socketio.js'
-import { startFloor } from './servers/floor.js'
+import type { AblatedPart } from './servers/portcullis.js'
 import type { BenchServer } from './servers/types.js'
 
 export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 const WITHOUT = 'portcullis-without-'
 
-function start (name: string): Promise<BenchServer> {
+/**
+ * Each server process loads only the modules its contender runs, as an app of that kind would:
+ * the imports are dynamic (and the bundle is split, bench/lib/build.ts). A process that had also
+ * loaded socket.io, Portcullis and the OpenTelemetry SDK (an earlier single-chunk bundle) ran
+ * `process.nextTick` at about 1 µs a call instead of about 0.1 µs in some of its servers and not
+ * others, about a 20 % swing in handshakes/s unrelated to the contender (docs/BENCHMARKS.md).
+ */
+async function start (name: string): Promise<BenchServer> {
   switch (name) {
-    case 'ws': return startWs()
-    case 'fastify-ws': return startFastifyWs()
-    case 'fastify-ws-cookie': return startFastifyWs({ cookie: true })
-    case 'fastify-ws-json': return startFastifyWs({ parse: true })
-    case 'portcullis': return startPortcullis({ inspect: true })
-    case 'portcullis-relay': return startPortcullis({ inspect: false })
-    case 'portcullis-nocache': return startPortcullis({ inspect: true, sessionCache: false })
+    case 'ws': return (await import('./servers/bare.js')).startWs()
+    case 'fastify-ws': return (await import('./servers/bare.js')).startFastifyWs()
+    case 'fastify-ws-cookie': return (await import('./servers/bare.js')).startFastifyWs({ cookie: true })
+    case 'fastify-ws-json': return (await import('./servers/bare.js')).startFastifyWs({ parse: true })
+    case 'portcullis': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true })
+    case 'portcullis-relay': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: false })
+    case 'portcullis-nocache': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true, sessionCache: false })
     // BENCH_AA=1: this row runs the plain full-policy server, an A/A control that shows how far two
     // identical server processes differ in one run (the bench's resolution)
-    case 'portcullis-otel': return startPortcullis({ inspect: true, telemetry: process.env.BENCH_AA !== '1' })
+    case 'portcullis-otel': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true, telemetry: process.env.BENCH_AA !== '1' })
     // the same server as `portcullis`; the long-poll scenario's load client reads its stream
-    case 'portcullis-stream': return startPortcullis({ inspect: true })
-    case 'node-http-floor': return startFloor()
-    case 'socketio-polling': return startSocketIo('polling')
-    case 'socketio-ws': return startSocketIo('websocket')
+    case 'portcullis-stream': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true })
+    case 'node-http-floor': return (await import('./servers/floor.js')).startFloor()
+    case 'socketio-polling': return (await import('./servers/socketio.js')).startSocketIo('polling')
+    case 'socketio-ws': return (await import('./servers/socketio.js')).startSocketIo('websocket')
     default: {
       // attribution only: the full-policy server with parts left out (see PortcullisVariant.without)
+      const { ABLATED_PARTS, startPortcullis } = await import('./servers/portcullis.js')
       const without = name.startsWith(WITHOUT) ? name.slice(WITHOUT.length).split('+') : []
       if (without.length > 0 && without.every((p): p is AblatedPart => (ABLATED_PARTS as readonly string[]).includes(p))) return startPortcullis({ inspect: true, without })
       throw new Error(`unknown contender ${name} (parts that portcullis-without- can leave out: ${ABLATED_PARTS.join(', ')})`)

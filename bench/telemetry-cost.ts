@@ -8,9 +8,8 @@
  * in the handshake scenario (run with BENCH_AA=1 to see it), which hides a 2% effect. This
  * measures the added work itself, and relates it to the last full run's server µs per handshake.
  */
-import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics'
 import { Metrics } from '../packages/policy/src/telemetry.js'
-import { discardExporter } from './servers/portcullis.js'
+import { discardingMeterProvider } from './servers/otel-discard.js'
 import { latestMedian, medianOf } from './lib/latest.js'
 
 function perHandshakeNs (metrics: Metrics, n: number): number {
@@ -24,7 +23,7 @@ function perHandshakeNs (metrics: Metrics, n: number): number {
   return Number(process.hrtime.bigint() - t0) / n
 }
 
-const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discardExporter, exportIntervalMillis: 1000 })] })
+const provider = discardingMeterProvider(1000)
 const sdk = new Metrics(provider, 'bench')
 const N = 1_000_000
 // the first call warms up the JIT and the SDK's first aggregations

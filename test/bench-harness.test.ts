@@ -6,6 +6,8 @@
 import { test } from 'tap'
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
+import { readdirSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { WebSocket, WebSocketServer } from 'ws'
 import {
   FrameReader, OPCODE_CLOSE, OPCODE_TEXT, acceptFor, buildUpgrade, headerValue, maskedClose, maskedFrame, readHead
@@ -14,6 +16,7 @@ import { malformedProtocolRequest, manyHeadersRequest } from '../bench/lib/hosti
 import { latencySummary, median, percentile } from '../bench/lib/stats.js'
 import { MESSAGE, PROTOCOL, WS_PATH } from '../bench/lib/fixture.js'
 import { ABLATED_PARTS, startPortcullis, type AblatedPart } from '../bench/servers/portcullis.js'
+import { buildEntries } from '../bench/lib/build.js'
 
 function unmask (frame: Buffer): { fin: boolean, opcode: number, payload: Buffer } {
   const masked = (frame[1] & 0x80) !== 0
@@ -175,4 +178,43 @@ test('an attribution server answers the bench\'s handshake with what is left of 
     ws.once('error', () => {})
   })
   t.equal(status, 403)
+})
+
+/** Every module a compiled file of the bench loads at startup: its static imports, chunks followed. */
+function staticGraph (dir: string, file: string, seen = new Set<string>()): Set<string> {
+  for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/^import\s(?:[^"']*\sfrom\s)?["']([^"']+)["'];?$/gm)) {
+    const spec = m[1]
+    if (seen.has(spec)) continue
+    seen.add(spec)
+    if (spec.startsWith('./')) staticGraph(dir, spec.slice(2), seen)
+  }
+  return seen
+}
+
+test('a bench server process loads only the modules of the contender it runs', async (t) => {
+  // bench/server.ts: a process that also loaded socket.io, Portcullis and the OpenTelemetry SDK
+  // measured differently from the same server alone (docs/BENCHMARKS.md, nextTick)
+  const built = await buildEntries({ server: 'server.ts' })
+  const dir = dirname(built.server)
+  const entry = [...staticGraph(dir, 'server.mjs')]
+  for (const heavy of ['socket.io', 'engine.io', 'sdk-metrics', 'fastify/', '@fastify/', 'ajv', 'ws/']) {
+    t.notOk(entry.some(s => s.includes(heavy)), `the entry loads no ${heavy} before it knows its contender`)
+  }
+  const chunks = readdirSync(dir)
+  const graphOf = (prefix: string): string[] => {
+    const file = chunks.find(f => f.startsWith(prefix))
+    if (file === undefined) throw new Error(`no chunk for ${prefix} in ${chunks.join(', ')}`)
+    return [...staticGraph(dir, file)]
+  }
+  const bare = graphOf('bare-')
+  t.ok(bare.some(s => s.includes('@fastify/websocket')), 'the bare servers load @fastify/websocket')
+  for (const other of ['socket.io', 'sdk-metrics', 'ajv', '@fastify/cookie']) {
+    t.notOk(bare.some(s => s.includes(other)), `the bare servers do not load ${other}`)
+  }
+  const portcullis = graphOf('portcullis-')
+  t.ok(portcullis.some(s => s.includes('ajv')), 'the Portcullis servers load what their policy uses (Ajv for json())')
+  for (const other of ['socket.io', 'sdk-metrics']) {
+    t.notOk(portcullis.some(s => s.includes(other)), `the Portcullis servers do not load ${other}`)
+  }
+  t.ok(graphOf('socketio-').some(s => s.includes('socket.io')), 'the socket.io servers load socket.io')
 })

@@ -51,6 +51,8 @@ export async function buildEntries (entries: Record<string, string>): Promise<Re
     outdir,
     outExtension: { '.js': '.mjs' },
     bundle: true,
+    // one chunk per dynamic import: a server process loads only its contender's modules (bench/server.ts)
+    splitting: true,
     platform: 'node',
     format: 'esm',
     target: 'node20',

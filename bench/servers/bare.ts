@@ -6,7 +6,6 @@
 import { createServer, type Server } from 'node:http'
 import Fastify from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
-import fastifyCookie from '@fastify/cookie'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
 import { SECRET, WS_PATH } from '../lib/fixture.js'
 import type { BenchServer } from './types.js'
@@ -61,7 +60,8 @@ export async function startWs (): Promise<BenchServer> {
  */
 export async function startFastifyWs (opts: { cookie?: boolean, parse?: boolean } = {}): Promise<BenchServer> {
   const app = Fastify({ logger: false })
-  if (opts.cookie === true) await app.register(fastifyCookie, { secret: SECRET })
+  // loaded only by the row that registers it
+  if (opts.cookie === true) await app.register((await import('@fastify/cookie')).default, { secret: SECRET })
   await app.register(fastifyWebsocket)
   app.get(WS_PATH, { websocket: true }, (socket) => opts.parse === true ? echoParsed(socket) : echo(socket))
   await app.listen({ port: 0, host: '127.0.0.1' })

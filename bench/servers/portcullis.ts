@@ -13,7 +13,7 @@ import subprotocols, { json } from '@portcullis/subprotocols'
 import fallback from '@portcullis/fallback'
 import cookieSession from '@portcullis/cookie-session'
 import fastifyCookie from '@fastify/cookie'
-import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics'
+import type { MeterProvider } from '@opentelemetry/sdk-metrics'
 import type { WebSocket } from 'ws'
 import { browserHeaders, COOKIE_NAME, MESSAGE_SCHEMA, ORIGIN, OTHER_ORIGINS, PROTOCOL, SECRET, SESSION_ID, USER_ID, WS_PATH } from '../lib/fixture.js'
 import { echo } from './bare.js'
@@ -42,20 +42,13 @@ export interface PortcullisVariant {
 export const ABLATED_PARTS = ['origin', 'session', 'subprotocol', 'fallback'] as const
 export type AblatedPart = typeof ABLATED_PARTS[number]
 
-/** An exporter that accepts every batch and keeps nothing: the SDK's collection work is what is measured. */
-export const discardExporter: PushMetricExporter = {
-  export: (_metrics, done) => done({ code: 0 }),
-  forceFlush: async () => {},
-  shutdown: async () => {},
-  selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE
-}
-
 type Part = 'plugin' | 'inline'
 
 export async function startPortcullis (variant: PortcullisVariant): Promise<BenchServer> {
   const app = Fastify({ logger: false })
-  const meterProvider = variant.telemetry === true
-    ? new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: discardExporter, exportIntervalMillis: 5000 })] })
+  // the SDK is loaded only by the variant that uses it, as an app without it would not load it
+  const meterProvider: MeterProvider | undefined = variant.telemetry === true
+    ? (await import('./otel-discard.js')).discardingMeterProvider(5000)
     : undefined
   await app.register(portcullis, meterProvider === undefined ? {} : { meterProvider })
   if (meterProvider !== undefined) app.addHook('onClose', () => meterProvider.shutdown())
