@@ -11,7 +11,8 @@
  * bench's resolution between two identical server processes. For attribution: `BENCH_CONTENDERS`
  * (the handshake and echo contenders, e.g. `portcullis-without-session`; see
  * servers/portcullis.ts), `BENCH_REPS` (repeats per row), `BENCH_NODE_FLAGS` (V8 flags for the
- * servers, e.g. `--trace-opt --trace-deopt`). `bench/telemetry-cost.ts` measures
+ * servers, e.g. `--trace-opt --trace-deopt`), `BENCH_PIN_TICK=1` (every server keeps one tick object
+ * alive, which takes a V8 inline-cache lottery out of the comparison; bench/lib/pin-tick.ts). `bench/telemetry-cost.ts` measures
  * the telemetry's own work per handshake in one process, `bench/inspect-cost.ts` the JSON
  * inspection's per message.
  *
@@ -436,7 +437,8 @@ async function main (): Promise<void> {
       ws: version('ws'),
       'socket.io': version('socket.io')
     },
-    build: fromSource ? 'TypeScript sources through tsx (keepNames)' : 'esbuild bundle of bench/server.ts and bench/load.ts, Portcullis packages from source, keepNames off; third-party packages as installed',
+    build: fromSource ? 'TypeScript sources through tsx (keepNames)' : 'esbuild bundle of bench/server.ts and bench/load.ts, split so each server loads only its contender\'s modules, Portcullis packages from source, keepNames off; third-party packages as installed',
+    ...(process.env.BENCH_PIN_TICK === '1' ? { tickObjectPinned: 'BENCH_PIN_TICK=1: every server kept one tick object alive (bench/lib/pin-tick.ts)' } : {}),
     pinning: hasTaskset() ? 'Server pinned to core 0 and load generator to core 1 with taskset' : 'No taskset: processes not pinned',
     portcullis: reference.info,
     config: { ...config, only, budgetSeconds: BUDGET_MS / 1000, budgetHit },

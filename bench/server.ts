@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import type { AblatedPart } from './servers/portcullis.js'
+import { pinTickObject } from './lib/pin-tick.js'
 import type { BenchServer } from './servers/types.js'
 
 export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
@@ -61,6 +62,8 @@ async function memory (): Promise<{ heapUsed: number, rss: number, external: num
 async function main (): Promise<void> {
   const name = process.argv[2]
   if (process.send === undefined) throw new Error('bench/server.ts runs as a child of bench/run.ts (IPC required)')
+  // BENCH_PIN_TICK=1: every contender alike, before its modules load (bench/lib/pin-tick.ts)
+  if (process.env.BENCH_PIN_TICK === '1' && !pinTickObject()) throw new Error('BENCH_PIN_TICK: no tick object was seen')
   const server = await start(name)
   // BENCH_CPU_PROFILE=<file>: profile from here (the server is listening) to exit, so the
   // profile holds the load and not the module loading of startup

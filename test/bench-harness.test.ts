@@ -17,6 +17,7 @@ import { latencySummary, median, percentile } from '../bench/lib/stats.js'
 import { MESSAGE, PROTOCOL, WS_PATH } from '../bench/lib/fixture.js'
 import { ABLATED_PARTS, startPortcullis, type AblatedPart } from '../bench/servers/portcullis.js'
 import { buildEntries } from '../bench/lib/build.js'
+import { pinTickObject } from '../bench/lib/pin-tick.js'
 
 function unmask (frame: Buffer): { fin: boolean, opcode: number, payload: Buffer } {
   const masked = (frame[1] & 0x80) !== 0
@@ -217,4 +218,10 @@ test('a bench server process loads only the modules of the contender it runs', a
     t.notOk(portcullis.some(s => s.includes(other)), `the Portcullis servers do not load ${other}`)
   }
   t.ok(graphOf('socketio-').some(s => s.includes('socket.io')), 'the socket.io servers load socket.io')
+})
+
+test('the tick-object pin of BENCH_PIN_TICK holds one of Node\'s tick objects', async (t) => {
+  t.ok(pinTickObject(), 'a TickObject was seen and kept')
+  // nextTick still works afterwards: the hook was disabled
+  await new Promise<void>((resolve) => process.nextTick(resolve))
 })
