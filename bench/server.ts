@@ -15,10 +15,11 @@ const WITHOUT = 'portcullis-without-'
 
 /**
  * Each server process loads only the modules its contender runs, as an app of that kind would:
- * the imports are dynamic (and the bundle is split, bench/lib/build.ts). A process that had also
- * loaded socket.io, Portcullis and the OpenTelemetry SDK (an earlier single-chunk bundle) ran
- * `process.nextTick` at about 1 µs a call instead of about 0.1 µs in some of its servers and not
- * others, about a 20 % swing in handshakes/s unrelated to the contender (docs/BENCHMARKS.md).
+ * the imports are dynamic (and the bundle is split, bench/lib/build.ts). With one bundle, every
+ * process also loaded socket.io, Portcullis and the OpenTelemetry SDK. That cost a plain
+ * `@fastify/websocket` server about 15 % of its handshakes/s, and it changed the odds of the V8
+ * inline-cache lottery that makes `process.nextTick` cost about 1 µs a call instead of about
+ * 0.1 µs (bench/lib/pin-tick.ts, docs/BENCHMARKS.md).
  */
 async function start (name: string): Promise<BenchServer> {
   switch (name) {
