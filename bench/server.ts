@@ -5,13 +5,21 @@
  */
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
-import type { AblatedPart } from './servers/portcullis.js'
+import type { AblatedPart, PortcullisVariant } from './servers/portcullis.js'
 import { pinTickObject } from './lib/pin-tick.js'
 import type { BenchServer } from './servers/types.js'
 
 export const CONTENDERS = ['ws', 'fastify-ws', 'fastify-ws-cookie', 'fastify-ws-json', 'portcullis', 'portcullis-relay', 'portcullis-nocache', 'portcullis-otel', 'portcullis-stream', 'node-http-floor', 'socketio-polling', 'socketio-ws'] as const
 export type Contender = typeof CONTENDERS[number]
 const WITHOUT = 'portcullis-without-'
+
+async function fastifyWs (opts: { cookie?: boolean, parse?: boolean }): Promise<BenchServer> {
+  return (await import('./servers/bare.js')).startFastifyWs(opts)
+}
+
+async function portcullis (variant: PortcullisVariant): Promise<BenchServer> {
+  return (await import('./servers/portcullis.js')).startPortcullis(variant)
+}
 
 /**
  * Each server process loads only the modules its contender runs, as an app of that kind would:
@@ -24,25 +32,25 @@ const WITHOUT = 'portcullis-without-'
 async function start (name: string): Promise<BenchServer> {
   switch (name) {
     case 'ws': return (await import('./servers/bare.js')).startWs()
-    case 'fastify-ws': return (await import('./servers/bare.js')).startFastifyWs()
-    case 'fastify-ws-cookie': return (await import('./servers/bare.js')).startFastifyWs({ cookie: true })
-    case 'fastify-ws-json': return (await import('./servers/bare.js')).startFastifyWs({ parse: true })
-    case 'portcullis': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true })
-    case 'portcullis-relay': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: false })
-    case 'portcullis-nocache': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true, sessionCache: false })
+    case 'fastify-ws': return fastifyWs({})
+    case 'fastify-ws-cookie': return fastifyWs({ cookie: true })
+    case 'fastify-ws-json': return fastifyWs({ parse: true })
+    case 'portcullis': return portcullis({ inspect: true })
+    case 'portcullis-relay': return portcullis({ inspect: false })
+    case 'portcullis-nocache': return portcullis({ inspect: true, sessionCache: false })
     // BENCH_AA=1: this row runs the plain full-policy server, an A/A control that shows how far two
     // identical server processes differ in one run (the bench's resolution)
-    case 'portcullis-otel': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true, telemetry: process.env.BENCH_AA !== '1' })
+    case 'portcullis-otel': return portcullis({ inspect: true, telemetry: process.env.BENCH_AA !== '1' })
     // the same server as `portcullis`; the long-poll scenario's load client reads its stream
-    case 'portcullis-stream': return (await import('./servers/portcullis.js')).startPortcullis({ inspect: true })
+    case 'portcullis-stream': return portcullis({ inspect: true })
     case 'node-http-floor': return (await import('./servers/floor.js')).startFloor()
     case 'socketio-polling': return (await import('./servers/socketio.js')).startSocketIo('polling')
     case 'socketio-ws': return (await import('./servers/socketio.js')).startSocketIo('websocket')
     default: {
       // attribution only: the full-policy server with parts left out (see PortcullisVariant.without)
-      const { ABLATED_PARTS, startPortcullis } = await import('./servers/portcullis.js')
+      const { ABLATED_PARTS } = await import('./servers/portcullis.js')
       const without = name.startsWith(WITHOUT) ? name.slice(WITHOUT.length).split('+') : []
-      if (without.length > 0 && without.every((p): p is AblatedPart => (ABLATED_PARTS as readonly string[]).includes(p))) return startPortcullis({ inspect: true, without })
+      if (without.length > 0 && without.every((p): p is AblatedPart => (ABLATED_PARTS as readonly string[]).includes(p))) return portcullis({ inspect: true, without })
       throw new Error(`unknown contender ${name} (parts that portcullis-without- can leave out: ${ABLATED_PARTS.join(', ')})`)
     }
   }
