@@ -201,7 +201,9 @@ t.test('whatever the parser accepts is its own serialization (property)', async 
     const r = tryParseOrigin(s)
     if (r !== undefined && r.serialized !== s) throw new Error(`${s} -> ${r.serialized}`)
   }), { numRuns: 5000 })
-  const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/)
+  // Labels starting `xn--` are A-labels; the entry normalizer rejects one that does not
+  // decode (RFC 5891 §5.4, tested above with `xn--a.com`), so the generator leaves them out.
+  const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/).filter(l => !l.startsWith('xn--'))
   const origin = fc.record({
     scheme: fc.constantFrom('http', 'https', 'ws', 'wss', 'app'),
     labels: fc.array(label, { minLength: 1, maxLength: 4 }).filter(ls => !/^(\d+|0x.*)$/.test(ls[ls.length - 1])),
