@@ -13,6 +13,7 @@ import { AuditSink, Metrics, closeCause, VERSION } from './telemetry.js'
 import { Context, kRequestContext } from './context.js'
 import { checkHandshake, isInjectedUpgrade } from './handshake.js'
 import { upgradedReplyRelease } from './upgraded-reply.js'
+import { routeConfigOf } from './route-config.js'
 import { CloseCodes } from './close-codes.js'
 import {
   PORTCULLIS_BAD_HANDSHAKE, PORTCULLIS_DUPLICATE_POLICY, PORTCULLIS_INVALID_OPTION, PORTCULLIS_INVALID_ROUTE_POLICY,
@@ -30,11 +31,15 @@ const kRoute = kProtectedRoute
 /** Route-config key of a WebSocket route this policy protects (not its transport endpoints). */
 const kWebSocketRoute = Symbol('portcullis.websocket-route')
 /**
- * The subprotocol each upgrade's policy chose, until ws asks for it in handleProtocols (then
- * deleted). Not a property on the IncomingMessage: one more property there allocates its
- * out-of-object property store, which Fastify then keeps alive for the connection's whole life.
+ * The subprotocol an upgrade's policy chose, on the upgrade's IncomingMessage until ws asks for
+ * it in handleProtocols. A property, not a WeakMap entry: the WeakMap's insert, lookup and delete
+ * were 1.1 % of a handshake's server time (bench profile, 2026-12-03), and @fastify/websocket has
+ * already given every upgrade's request two symbol properties, so this third one takes a spare
+ * in-object slot (or the spare slot of their out-of-object store) and allocates nothing.
+ * Every protected upgrade gets it, `undefined` when nothing was chosen, so they keep one shape.
  */
-const chosenProtocols = new WeakMap<IncomingMessage, string>()
+const kChosenProtocol = Symbol('portcullis.chosen-protocol')
+type UpgradeRequest = IncomingMessage & { [kChosenProtocol]?: string | undefined }
 /** Marks the HTTP server a policy serves: one policy per server (`Symbol.for`: ESM and CJS builds agree). */
 const kServerPolicy = Symbol.for('portcullis.server-policy')
 
@@ -258,10 +263,10 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   // once per route, what to fix. An onRequest hook after @fastify/websocket's (which sets
   // request.ws), not a preHandler: that phase has hooks already, while a preHandler would give
   // every request of the app (plain HTTP too) one more run of Fastify's hook runner, four
-  // closures each. Only an upgrade builds `request.routeOptions` (a 12-field object).
+  // closures each. The route config is read without building `request.routeOptions` (route-config.ts).
   const warnedStray = new Set<string>()
   fastify.addHook('onRequest', function portcullisRefuseStrayUpgrade (request, reply, done) {
-    if (request.ws && !request.is404 && (request.routeOptions.config as unknown as Record<symbol, unknown>)[kWebSocketRoute] !== true) {
+    if (request.ws && !request.is404 && routeConfigOf(request)?.[kWebSocketRoute] !== true) {
       const url = request.routeOptions.url ?? ''
       if (!warnedStray.has(url)) {
         warnedStray.add(url)
@@ -321,8 +326,9 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
     }
     // { transport, state } for the handler, and the connection's record once it opens
     request.portcullis = new ConnectionRecord('websocket', decision.state)
-    // set only when a protocol was chosen, i.e. offered: ws then always asks (and we delete it)
-    if (decision.state.protocol !== undefined) chosenProtocols.set(request.raw, decision.state.protocol)
+    // a protocol is chosen only when one was offered, and ws then always asks
+    const raw: UpgradeRequest = request.raw
+    raw[kChosenProtocol] = decision.state.protocol
     releaseUpgradedReply(reply)
     done()
   }
@@ -330,10 +336,7 @@ async function portcullis (fastify: FastifyInstance, opts: PortcullisOptions): P
   // ws calls this with the offered set; we answer only what the subprotocol stage chose — a
   // registered name, never the client's text (RFC 6455 §4.2.2 step 5.5). No stage: no protocol.
   function portcullisHandleProtocols (_offered: Set<string>, req: IncomingMessage): string | false {
-    const chosen = chosenProtocols.get(req)
-    if (chosen === undefined) return false
-    chosenProtocols.delete(req)
-    return chosen
+    return (req as UpgradeRequest)[kChosenProtocol] ?? false
   }
 }
 
@@ -397,7 +400,7 @@ export function denialOf (err: { statusCode?: number, code: string, message: str
 
 /** The ProtectedRoute of the request's route (the WebSocket route or a transport endpoint of it). */
 export function protectedRouteOf (request: FastifyRequest): ProtectedRoute | undefined {
-  return (request.routeOptions.config as unknown as Record<symbol, ProtectedRoute | undefined>)[kRoute]
+  return routeConfigOf(request)?.[kRoute] as ProtectedRoute | undefined
 }
 
 function joinProtocols (request: FastifyRequest): string | undefined {

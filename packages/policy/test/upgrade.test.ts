@@ -37,3 +37,39 @@ t.test('a denied origin gets a 403 with a JSON body and never a 101', async (t) 
   t.equal(raw.headers['cache-control'], 'no-store')
   t.notOk(called, 'handler never ran')
 })
+
+t.test('the route config is read without building routeOptions, and is the same object', async (t) => {
+  const { routeConfigOf } = await import('../src/route-config.js')
+  const Fastify = (await import('fastify')).default
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const marker = Symbol('test.marker')
+  const seen: Array<{ same: boolean, marked: unknown }> = []
+  let counting = false
+  let getterCalls = 0
+  app.addHook('onRequest', (request, _reply, done) => {
+    const expected = request.routeOptions.config
+    // Fastify's getter is not configurable: an own getter on this request shadows it and counts
+    // routeConfigOf's calls
+    const original = request.routeOptions
+    Object.defineProperty(request, 'routeOptions', { configurable: true, get () { if (counting) getterCalls++; return original } })
+    try {
+      const got = routeConfigOf(request)
+      seen.push({ same: got === expected, marked: got?.[marker] })
+    } finally {
+      delete (request as { routeOptions?: unknown }).routeOptions
+    }
+    done()
+  })
+  app.get('/a', { config: { [marker]: 'a' } }, async () => 'a')
+  app.get('/b/:id', { config: { [marker]: 'b' } }, async () => 'b')
+  await app.inject('/a') // the first request of the process may find the key
+  counting = true
+  for (const url of ['/b/1', '/a', '/nowhere']) t.equal((await app.inject(url)).statusCode, url === '/nowhere' ? 404 : 200, url)
+  t.same(seen.map(s => s.same), [true, true, true, true], 'the config routeOptions returns, for every route and the 404 handler')
+  t.same(seen.map(s => s.marked), ['a', 'b', 'a', undefined])
+  t.equal(getterCalls, 0, 'once the key is known, no request builds routeOptions')
+  // a request from elsewhere (no such symbol): routeOptions, as before
+  const foreign = { routeOptions: { config: { [marker]: 'x' } } }
+  t.equal(routeConfigOf(foreign as never)?.[marker], 'x')
+})
