@@ -21,6 +21,10 @@ async function portcullis (variant: PortcullisVariant): Promise<BenchServer> {
   return (await import('./servers/portcullis.js')).startPortcullis(variant)
 }
 
+async function socketIo (transport: 'polling' | 'websocket'): Promise<BenchServer> {
+  return (await import('./servers/socketio.js')).startSocketIo(transport)
+}
+
 /**
  * Each server process loads only the modules its contender runs, as an app of that kind would:
  * the imports are dynamic (and the bundle is split, bench/lib/build.ts). With one bundle, every
@@ -44,8 +48,8 @@ async function start (name: string): Promise<BenchServer> {
     // the same server as `portcullis`; the long-poll scenario's load client reads its stream
     case 'portcullis-stream': return portcullis({ inspect: true })
     case 'node-http-floor': return (await import('./servers/floor.js')).startFloor()
-    case 'socketio-polling': return (await import('./servers/socketio.js')).startSocketIo('polling')
-    case 'socketio-ws': return (await import('./servers/socketio.js')).startSocketIo('websocket')
+    case 'socketio-polling': return socketIo('polling')
+    case 'socketio-ws': return socketIo('websocket')
     default: {
       // attribution only: the full-policy server with parts left out (see PortcullisVariant.without)
       const { ABLATED_PARTS } = await import('./servers/portcullis.js')

@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify'
+import { ownSymbol } from './own-symbol.js'
 
 /** The description of Fastify's private request symbol for the route's context (lib/symbols.js). */
 const ROUTE_CONTEXT = 'fastify.context'
@@ -26,14 +27,6 @@ export function routeConfigOf (request: FastifyRequest): Config {
     if (context !== undefined) return context.config
   }
   const config = request.routeOptions.config as unknown as Config
-  if (key === undefined) key = routeContextKey(request, config)
+  if (key === undefined) key = ownSymbol(request, ROUTE_CONTEXT, (context) => (context as { config?: Config } | undefined)?.config === config)
   return config
-}
-
-function routeContextKey (request: FastifyRequest, config: Config): symbol | null {
-  const r = request as unknown as Record<symbol, { config?: Config } | undefined>
-  for (const s of Object.getOwnPropertySymbols(request)) {
-    if (s.description === ROUTE_CONTEXT && r[s]?.config === config) return s
-  }
-  return null
 }

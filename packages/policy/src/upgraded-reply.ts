@@ -1,4 +1,5 @@
 import type { FastifyReply } from 'fastify'
+import { ownSymbol } from './own-symbol.js'
 
 /** The description of @fastify/cookie's private reply symbol for the cookies a reply will set. */
 const SET_COOKIES = 'fastify.reply.setCookies'
@@ -25,15 +26,12 @@ export function upgradedReplyRelease (): (reply: FastifyReply) => void {
   return function portcullisReleaseUpgradedReply (reply) {
     if (key === null) return
     const r = reply as unknown as Record<symbol, unknown>
-    if (key === undefined && (key = setCookiesKey(r)) === null) return
+    if (key === undefined && (key = ownSymbol(r, SET_COOKIES, isMap)) === null) return
     const map = r[key]
     if (map instanceof Map && map.size === 0) r[key] = null
   }
 }
 
-function setCookiesKey (reply: Record<symbol, unknown>): symbol | null {
-  for (const s of Object.getOwnPropertySymbols(reply)) {
-    if (s.description === SET_COOKIES && reply[s] instanceof Map) return s
-  }
-  return null
+function isMap (v: unknown): boolean {
+  return v instanceof Map
 }
